@@ -1,0 +1,46 @@
+# qup: `make study` runs the default study end to end, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STUDY ?= tiny
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install study test test-fast dev plan bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first, pinned to the local CPU wheel: a bare "torch" requirement pulls a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+study: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/qup run --study $(STUDY)
+
+plan: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/qup plan --study $(STUDY)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: install
+	$(BIN)/python bench/bench_verify.py
+
+clean:
+	rm -rf data/store $(DAGSTER_HOME)

@@ -1,0 +1,70 @@
+"""Verified pairs per second: qup's hardened VerifierPool vs calling math-verify directly in one process.
+
+Two workloads, each measured against the baseline in the same run:
+  integers  - the synthetic world's answers (decided by the exact fast path, no parsing)
+  latex     - fractions, roots and expressions that need math-verify's parser
+Run: make bench   (or .venv/bin/python bench/bench_verify.py [--n 400])
+"""
+
+import argparse
+import random
+import time
+
+from math_verify import LatexExtractionConfig, parse, verify
+
+from qup_assets.mathcore.verify import VerifierPool
+
+
+def workloads(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    ints = []
+    for _ in range(n):
+        g = rng.randint(0, 10_000)
+        p = g if rng.random() < 0.6 else g + rng.randint(1, 9)
+        ints.append((str(g), f"... so the total is \\boxed{{{p}}}."))
+    latex = []
+    for _ in range(n):
+        a, b = rng.randint(1, 40), rng.randint(2, 40)
+        forms = [
+            (f"\\frac{{{a}}}{{{b}}}", f"The answer is $\\frac{{{2 * a}}}{{{2 * b}}}$."),
+            (f"{a}\\sqrt{{{b}}}", f"\\boxed{{\\sqrt{{{a * a * b}}}}}"),
+            (f"{a}x+{b}", f"\\boxed{{{b}+{a}x}}"),
+            (f"\\frac{{{a}}}{{{b}}}", f"\\boxed{{{a / b:.6f}}}"),
+        ]
+        latex.append(rng.choice(forms))
+    return {"integers": ints, "latex": latex}
+
+
+def baseline(pairs):
+    """What a user would write: math-verify parse + verify on the full text, in this process."""
+    cfg = [LatexExtractionConfig()]
+    ok = 0
+    for gold, pred in pairs:
+        ok += bool(verify(parse(f"${gold}$", extraction_config=cfg), parse(pred, extraction_config=cfg)))
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    print(f"verification throughput, n={args.n} pairs per workload, {args.workers} workers")
+    with VerifierPool(workers=args.workers, timeout=5.0) as pool:
+        pool.verify_many([("\\frac{1}{2}", "\\boxed{0.5}")] * args.workers)  # start workers outside the timing
+        for name, pairs in workloads(args.n).items():
+            t = time.perf_counter()
+            base_ok = baseline(pairs)
+            t_base = time.perf_counter() - t
+            t = time.perf_counter()
+            results = pool.verify_many(pairs)
+            t_qup = time.perf_counter() - t
+            qup_ok = sum(r.correct for r in results)
+            print(
+                f"  {name:9s} math-verify direct {len(pairs) / t_base:8.0f} pairs/s | qup pool {len(pairs) / t_qup:8.0f} pairs/s"
+                f" | ratio {t_base / t_qup:5.2f}x | agree on correct: {base_ok} vs {qup_ok}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Metadata helpers: markdown tables and embedded plots that the UI can show."""
+
+
+import base64
+import io
+
+import dagster as dg
+import pandas as pd
+
+
+def _cell(v, width: int) -> str:
+    s = "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+    s = s.replace("\n", " ").replace("|", "\\|")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def md_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(df, max_rows, width))
+
+
+def markdown_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> str:
+    if df.empty:
+        return "_(no rows)_"
+    head = df.head(max_rows)
+    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
+    for row in head.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v, width) for v in row) + " |")
+    if len(df) > max_rows:
+        lines.append(f"\n_{len(df) - max_rows} more rows_")
+    return "\n".join(lines)
+
+
+def counts_table(counts: dict, key: str = "reason", value: str = "count") -> dg.MetadataValue:
+    return md_table(pd.DataFrame({key: list(counts), value: list(counts.values())}), max_rows=50)
+
+
+def png_markdown(fig, title: str = "") -> str:
+    """A matplotlib figure as a self-contained markdown image (MetadataValue has no image type)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"![{title}](data:image/png;base64,{data})"

@@ -1,0 +1,100 @@
+"""`problem_pool` and `benchmarks`: the problems every family is sampled, trained and evaluated on."""
+
+
+import dagster as dg
+import pandas as pd
+
+from qup_assets.assets.metadata import counts_table, md_table
+from qup_assets.assets.resources import StudyResource
+from qup_assets.problems.sources import ProblemSet, ProblemSourceError, load_benchmarks, load_problems
+
+
+def _set_metadata(ps: ProblemSet) -> dict:
+    meta = {
+        "dagster/row_count": len(ps.rows),
+        "source": ps.label,
+        "raw_rows": ps.n_raw,
+        "rejected": len(ps.rejected),
+        "duplicates_removed": ps.n_duplicates,
+        "rejected_by_reason": counts_table(ps.reject_counts()),
+    }
+    if ps.notes:
+        meta["notes"] = "; ".join(ps.notes)
+    if not ps.rejected.empty:
+        meta["rejected_sample"] = md_table(ps.rejected, max_rows=10)
+    return meta
+
+
+@dg.asset(
+    group_name="problems",
+    code_version="1",
+    kinds={"parquet"},
+    description=(
+        "The problem pool every family samples from (NuminaMath-CoT in the paper; the synthetic world by default). "
+        "Columns: problem_id, problem, answer, reference_solution, program, n_steps, source. Bad rows are rejected "
+        "with a reason, duplicates removed, gold answers self-verified."
+    ),
+)
+def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> pd.DataFrame:
+    s = study.load()
+    try:
+        with study.verifier(s) as verifier:
+            ps = load_problems(s.problems, verifier, s)
+    except ProblemSourceError as e:
+        raise dg.Failure(description=str(e)) from None
+    context.log.info(f"problem_pool: {len(ps.rows)} problems from {ps.label} ({len(ps.rejected)} rejected)")
+    meta = _set_metadata(ps)
+    meta["sample"] = md_table(ps.rows[["problem_id", "problem", "answer"]], max_rows=5)
+    if ps.rows["n_steps"].notna().any():
+        meta["steps_distribution"] = counts_table(
+            ps.rows["n_steps"].value_counts().sort_index().to_dict(), key="n_steps", value="problems"
+        )
+    context.add_output_metadata(meta)
+    return ps.rows
+
+
+@dg.asset(
+    group_name="problems",
+    code_version="1",
+    kinds={"parquet"},
+    description=(
+        "Evaluation benchmarks, one named set per study entry (MATH-500, AIME24, ... in the paper). Same cleaning "
+        "as the pool, then decontaminated: items whose problem is also in problem_pool are dropped and counted."
+    ),
+)
+def benchmarks(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame) -> pd.DataFrame:
+    s = study.load()
+    try:
+        with study.verifier(s) as verifier:
+            sets = load_benchmarks(s, verifier, set(problem_pool["problem_id"]))
+    except ProblemSourceError as e:
+        raise dg.Failure(description=str(e)) from None
+    rows = pd.concat([ps.rows for ps in sets.values()], ignore_index=True)
+    summary = pd.DataFrame(
+        [
+            {"benchmark": name, "problems": len(ps.rows), "rejected": len(ps.rejected),
+             "duplicates": ps.n_duplicates, "source": ps.label}
+            for name, ps in sets.items()
+        ]
+    )
+    contaminated = sum(int(ps.rejected["reason"].str.startswith("in_problem_pool").sum()) for ps in sets.values())
+    context.log.info(f"benchmarks: {len(rows)} items in {len(sets)} sets ({contaminated} contaminated items dropped)")
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(rows),
+            "benchmarks": md_table(summary, max_rows=50),
+            "contaminated_dropped": contaminated,
+            "rejected_by_reason": counts_table(
+                pd.concat([ps.rejected for ps in sets.values()])["reason"].str.split(":").str[0].value_counts().to_dict()
+            ),
+            "sample": md_table(rows[["benchmark", "problem_id", "problem", "answer"]], max_rows=5),
+        }
+    )
+    return rows
+
+
+@dg.asset_check(asset=problem_pool, description="Every problem id is unique and every gold answer is non-empty.")
+def problem_pool_ids_unique(problem_pool: pd.DataFrame) -> dg.AssetCheckResult:
+    dupes = int(problem_pool["problem_id"].duplicated().sum())
+    empty = int((problem_pool["answer"].fillna("").str.strip() == "").sum())
+    return dg.AssetCheckResult(passed=dupes == 0 and empty == 0, metadata={"duplicate_ids": dupes, "empty_answers": empty})

@@ -1,0 +1,27 @@
+"""The study as a Dagster resource: which study file, where the store is, the verifier pool."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from qup_assets.mathcore.verify import VerifierPool
+from qup_assets.study import Study, load_study
+
+
+class StudyResource(dg.ConfigurableResource):
+    """`study` is a name under data/studies or a path; `store_dir` is QUP_STORE."""
+
+    study: str
+    store_dir: str
+
+    def load(self) -> Study:
+        return load_study(self.study)
+
+    @property
+    def store(self) -> Path:
+        return Path(self.store_dir)
+
+    def verifier(self, study: Study | None = None) -> VerifierPool:
+        v = (study or self.load()).verification
+        return VerifierPool(workers=v.workers, timeout=v.timeout_seconds, max_answer_chars=v.max_answer_chars)

@@ -1,0 +1,287 @@
+"""`qup`: run the study through the Dagster instance, size it, sync families, query results, debug verdicts."""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from qup_assets.study import REPO_ROOT, Study, StudyError, load_study, store_root
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, default .dagster_home in the repo, holding a copy of the repo's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists() and (REPO_ROOT / "dagster.yaml").exists():
+        shutil.copy(REPO_ROOT / "dagster.yaml", cfg)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+# ---------------------------------------------------------------- run
+
+
+def _stages(defs, keys):
+    """Split selected assets into: unpartitioned roots, per-family partitioned assets, unpartitioned sinks."""
+    graph = defs.resolve_asset_graph()
+    all_partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None}
+    partitioned = set(keys) & all_partitioned
+    downstream_of_partitioned = {
+        k for k in keys if k not in partitioned and graph.get_ancestor_asset_keys(k) & all_partitioned
+    }
+    roots = [k for k in keys if k not in partitioned and k not in downstream_of_partitioned]
+    return roots, sorted(partitioned), sorted(downstream_of_partitioned)
+
+
+def _execute(job, instance, keys, partition=None, label="") -> bool:
+    if not keys:
+        return True
+    names = ", ".join(k.to_user_string() for k in keys)
+    print(f"\n== materializing {label}{names}" + (f" [model_family={partition}]" if partition else ""), flush=True)
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=list(keys),
+        partition_key=partition,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+    status = "ok" if result.success else "FAILED"
+    print(f"== run {result.run_id[:8]} {status}", flush=True)
+    if not result.success:
+        for event in result.all_events:
+            data = event.step_failure_data if event.is_step_failure else None
+            if data is not None:
+                user = data.user_failure_data
+                why = user.description if user and user.description else (data.error.message.strip() if data.error else "failed")
+                print(f"   {event.step_key} failed: {why}", file=sys.stderr)
+    return result.success
+
+
+def cmd_run(args) -> int:
+    import dagster as dg
+
+    from qup_assets.assets.partitions import sync_families
+    from qup_assets.definitions import build_definitions
+
+    study = load_study(args.study)
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    added = sync_families(study, instance)
+    if added:
+        print(f"added model_family partitions: {added}")
+    families = list(study.families)
+    if args.family:
+        unknown = [f for f in args.family if f not in study.families]
+        if unknown:
+            print(f"error: families {unknown} are not in study {study.name!r} (has {families})", file=sys.stderr)
+            return 2
+        families = args.family
+    defs = build_definitions(study.source_path)
+    graph = defs.resolve_asset_graph()
+    selection = dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
+    keys = selection.resolve(graph)
+    if not keys:
+        print(f"error: selection {args.select!r} matches no asset", file=sys.stderr)
+        return 2
+    job = defs.resolve_implicit_global_asset_job_def()
+    roots, partitioned, sinks = _stages(defs, keys)
+    if args.family:
+        # Adding a family must not recompute what other families share: only missing roots run.
+        roots = [k for k in roots if instance.get_latest_materialization_event(k) is None]
+    ok = _execute(job, instance, roots)
+    for fam in families if ok else []:
+        ok = _execute(job, instance, partitioned, partition=fam) and ok
+        if not ok:
+            break
+    ok = ok and _execute(job, instance, sinks)
+    store = store_root()
+    print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
+    print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
+    print(f"  report:  {store / 'reports' / study.name}")
+    print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- plan
+
+
+def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
+    """Upper bounds of the work a study asks for, per family and in total (to size a GPU run first)."""
+    from qup_assets.storage.catalog import list_tables, query
+
+    pool = getattr(study.problems, "size", None)
+    bench_items = None
+    if "benchmarks" in list_tables(store):
+        bench_items = int(query(store, "select count(*) as n from benchmarks")["n"][0])
+    elif all(getattr(b.source, "size", None) for b in study.benchmarks):
+        bench_items = sum(b.source.size for b in study.benchmarks)
+    n_fam = len(study.families)
+    variants = 5
+    grid = len(study.training.grid.lr) * len(study.training.grid.batch_size) if study.training.grid else 1
+    ckpts = variants * len(study.training.objectives) * grid
+    rows = []
+
+    def fmt(x):
+        return "unknown (size not set)" if x is None else f"{x:,.0f}"
+
+    def mul(*xs):
+        return None if any(x is None for x in xs) else math.prod(xs)
+
+    rows.append(("problems in pool", fmt(pool)))
+    rows.append(("benchmark items", fmt(bench_items)))
+    rows.append(("native samples (N x pool x families)", fmt(mul(study.sampling.n, pool, n_fam))))
+    rows.append(("  tokens to generate, at most", fmt(mul(study.sampling.n, pool, n_fam, study.sampling.max_tokens))))
+    rows.append(("oracle rewrites (3 variants x pool x families), at most", fmt(mul(3, pool, n_fam))))
+    rows.append(("  oracle tokens, at most", fmt(mul(3, pool, n_fam, study.oracle.max_tokens))))
+    rows.append(("reward scores (variants x pool x RMs x families)", fmt(mul(variants, pool, len(study.reward_models), n_fam))))
+    rows.append(("perplexity passes (variants x pool x families)", fmt(mul(variants, pool, n_fam))))
+    rows.append(("fine-tuned checkpoints", fmt(ckpts * n_fam)))
+    rows.append(("  training examples seen, at most", fmt(mul(ckpts, pool, study.training.epochs, n_fam))))
+    rows.append(("eval samples ((1 + checkpoints) x items x k x families)", fmt(mul(1 + ckpts, bench_items, study.evaluation.k, n_fam))))
+    rows.append(("  eval tokens, at most", fmt(mul(1 + ckpts, bench_items, study.evaluation.k, n_fam, study.evaluation.max_tokens))))
+    return rows
+
+
+def cmd_plan(args) -> int:
+    import dagster as dg
+
+    from qup_assets.assets.partitions import family_diff
+    from qup_assets.definitions import build_definitions
+
+    study = load_study(args.study)
+    ensure_dagster_home()
+    missing, orphaned = family_diff(study, dg.DagsterInstance.get())
+    defs = build_definitions(study.source_path)
+    graph = defs.resolve_asset_graph()
+    roots, partitioned, sinks = _stages(defs, graph.get_all_asset_keys())
+    print(f"study {study.name} ({study.source_path})")
+    print("\nfamilies:")
+    for name, fam in study.families.items():
+        student = fam.student.model if fam.student.kind == "hf" else f"synthetic {fam.student.architecture}/{fam.student.style}"
+        state = "partition missing (qup families sync)" if name in missing else "partition ok"
+        print(f"  {name:24s} {student:40s} backend={fam.backend.kind:12s} {state}")
+    for name in orphaned:
+        print(f"  {name:24s} (not in the study any more; partition and data kept)")
+    print("\nassets:")
+    print("  once:        " + ", ".join(k.to_user_string() for k in roots))
+    if partitioned:
+        print(f"  per family ({len(study.families)} partitions): " + ", ".join(k.to_user_string() for k in partitioned))
+    if sinks:
+        print("  after all families: " + ", ".join(k.to_user_string() for k in sinks))
+    print("\ncompute estimate (upper bounds):")
+    for label, value in estimate(study, store_root()):
+        print(f"  {label:58s} {value:>22s}")
+    return 0
+
+
+# ---------------------------------------------------------------- families
+
+
+def cmd_families(args) -> int:
+    import dagster as dg
+
+    from qup_assets.assets.partitions import family_diff, sync_families
+
+    study = load_study(args.study)
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    if args.action == "sync":
+        added = sync_families(study, instance)
+        print(f"added: {added}" if added else "in sync: nothing to add")
+    missing, orphaned = family_diff(study, instance)
+    for name in study.families:
+        print(f"{name}\t{'missing' if name in missing else 'partition'}")
+    for name in orphaned:
+        print(f"{name}\tpartition only (removed from the study; data kept)")
+    return 0
+
+
+# ---------------------------------------------------------------- sql, verify
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+
+    from qup_assets.storage.catalog import list_tables, query
+
+    store = store_root()
+    try:
+        df = query(store, args.query)
+    except duckdb.Error as e:
+        print(f"error: {e}\ntables in {store}: {list_tables(store) or 'none yet (run qup run)'}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", force_ascii=False, default_handler=str))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200,
+                               "display.max_colwidth", 60):
+            print(df.to_string(index=False) if len(df) else "(no rows)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from qup_assets.mathcore.verify import VerifierPool
+
+    with VerifierPool(workers=1, timeout=args.timeout) as pool:
+        res = pool.verify(args.gold, args.prediction)
+    print(json.dumps(res.to_dict(), ensure_ascii=False))
+    return 0 if res.correct else 1
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qup", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def study_arg(sp):
+        sp.add_argument("--study", help="study name under data/studies or a path (default: $QUP_STUDY or tiny)")
+
+    r = sub.add_parser("run", help="materialize the study through the Dagster instance")
+    study_arg(r)
+    r.add_argument("--family", action="append", help="only this family's partition (repeatable)")
+    r.add_argument("--select", help="Dagster asset selection, e.g. 'problem_pool' or 'group:problems'")
+    r.set_defaults(fn=cmd_run)
+
+    pl = sub.add_parser("plan", help="families, assets, partitions and a compute estimate")
+    study_arg(pl)
+    pl.set_defaults(fn=cmd_plan)
+
+    f = sub.add_parser("families", help="the study's families against the instance's partitions")
+    f.add_argument("action", choices=["list", "sync"])
+    study_arg(f)
+    f.set_defaults(fn=cmd_families)
+
+    q = sub.add_parser("sql", help="DuckDB SQL over the stored tables (one view per asset)")
+    q.add_argument("query")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.set_defaults(fn=cmd_sql)
+
+    v = sub.add_parser("verify", help="extract and verify an answer; prints JSON")
+    v.add_argument("gold")
+    v.add_argument("prediction")
+    v.add_argument("--timeout", type=float, default=5.0)
+    v.set_defaults(fn=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Where tables and artifacts live in the store, and atomic Parquet writes.
+
+One Parquet file per (asset, partition): tables/<asset>/<partition>.parquet, or
+tables/<asset>/_unpartitioned.parquet. Files appear only by rename, so a reader
+(or a crashed run) never sees half a file, and many runs can write at once
+without any database lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+UNPARTITIONED = "_unpartitioned"
+
+
+def table_dir(store: Path, asset: str) -> Path:
+    return Path(store) / "tables" / asset
+
+
+def table_path(store: Path, asset: str, partition: str | None = None) -> Path:
+    return table_dir(store, asset) / f"{partition or UNPARTITIONED}.parquet"
+
+
+def artifact_dir(store: Path, asset: str, partition: str | None = None) -> Path:
+    """Folder for large outputs (model folders, plots) of one asset partition."""
+    return Path(store) / "artifacts" / asset / (partition or UNPARTITIONED)
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        df.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(obj, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_table(store: Path, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
+    """One partition, several (concatenated), or the unpartitioned table."""
+    if partitions is None:
+        path = table_path(store, asset)
+        if not path.is_file():
+            raise FileNotFoundError(f"table {asset!r} has not been materialized (expected {path})")
+        return pd.read_parquet(path)
+    frames = []
+    for key in partitions:
+        path = table_path(store, asset, key)
+        if not path.is_file():
+            raise FileNotFoundError(f"partition {key!r} of {asset!r} has not been materialized (expected {path})")
+        frames.append(pd.read_parquet(path))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,404 @@
+"""The study file: one YAML document that says what to run, validated strictly.
+
+A typo in a study file must fail loudly at load time (with the file, the field
+path and what was expected), never silently fall back to a default: every model
+is `extra="forbid"`, YAML duplicate keys are rejected, and family names must be
+valid Dagster partition keys (they also become file names in the store).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STUDIES_DIR = REPO_ROOT / "data" / "studies"
+DEFAULT_STUDY = "tiny"
+
+FAMILY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+BENCHMARK_NAME = FAMILY_NAME
+
+
+class StudyError(ValueError):
+    """A study file that cannot be used; the message names file, field and expectation."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- problem sources
+
+
+class FieldMap(_Strict):
+    """Which columns of an external dataset hold the problem, solution and answer.
+
+    When `answer` is None the gold answer is taken from the last \\boxed{} of the
+    solution (NuminaMath-CoT rows carry no separate answer column).
+    """
+
+    problem: str = "problem"
+    solution: str | None = "solution"
+    answer: str | None = None
+    id: str | None = None
+
+
+class SyntheticSource(_Strict):
+    """Procedurally generated multi-step arithmetic word problems (the synthetic world)."""
+
+    kind: Literal["synthetic"]
+    size: int = Field(gt=0)
+    seed: int = 0
+    min_steps: int = Field(2, ge=1, le=8)
+    max_steps: int = Field(4, ge=1, le=8)
+    max_operand: int = Field(20, ge=2, le=10_000)
+
+    @model_validator(mode="after")
+    def _steps_ordered(self):
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
+        return self
+
+
+class HFSource(_Strict):
+    """A Hugging Face dataset: a hub name (from the local HF cache when offline) or a local folder."""
+
+    kind: Literal["hf"]
+    name: str
+    config: str | None = None
+    split: str = "train"
+    fields: FieldMap = FieldMap()
+    size: int | None = Field(None, gt=0)
+    seed: int = 0
+
+
+class LocalSource(_Strict):
+    """A local .jsonl or .parquet file; relative paths are resolved against the study file."""
+
+    kind: Literal["local"]
+    path: str
+    fields: FieldMap = FieldMap()
+    size: int | None = Field(None, gt=0)
+    seed: int = 0
+
+    @field_validator("path")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if not v.endswith((".jsonl", ".json", ".parquet")):
+            raise ValueError("path must end in .jsonl, .json or .parquet")
+        return v
+
+
+Source = Annotated[Union[SyntheticSource, HFSource, LocalSource], Field(discriminator="kind")]
+
+
+class Benchmark(_Strict):
+    name: str
+    source: Source
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not BENCHMARK_NAME.match(v):
+            raise ValueError("benchmark names use lowercase letters, digits, '.', '_' or '-' (max 64)")
+        return v
+
+
+# ---------------------------------------------------------------- families
+
+
+class HFStudent(_Strict):
+    """A pretrained student: a local HF folder or a hub id found in the local HF cache."""
+
+    kind: Literal["hf"]
+    model: str
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class SyntheticStudent(_Strict):
+    """A tiny student pretrained from scratch here on problems written in its own style."""
+
+    kind: Literal["synthetic"]
+    architecture: Literal["qwen2", "llama"] = "qwen2"
+    style: str
+    hidden_size: int = Field(128, ge=16, le=1024)
+    num_layers: int = Field(4, ge=1, le=24)
+    pretrain_problems: int = Field(3000, gt=0)
+    pretrain_seconds: float = Field(120.0, gt=0)
+    seed: int = 0
+
+
+Student = Annotated[Union[HFStudent, SyntheticStudent], Field(discriminator="kind")]
+
+
+class Backend(_Strict):
+    """How a family generates: in-process transformers, the vLLM engine, or an OpenAI-compatible server."""
+
+    kind: Literal["transformers", "vllm", "openai"] = "transformers"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    api: Literal["completions", "chat"] = "completions"
+    max_concurrency: int = Field(8, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self):
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("an 'openai' backend needs base_url")
+        return self
+
+
+class Prompt(_Strict):
+    """`chat_template` uses the tokenizer's template; `plain` fills `template` (or a named one)."""
+
+    format: Literal["chat_template", "plain"] = "chat_template"
+    template: str | None = None
+    system: str | None = None
+
+    @model_validator(mode="after")
+    def _plain_needs_template(self):
+        if self.format == "plain":
+            if not self.template:
+                raise ValueError("a 'plain' prompt needs a template (a name such as 'qwen-boxed' or text with {problem})")
+            if self.template not in PLAIN_TEMPLATES and "{problem}" not in self.template:
+                raise ValueError(f"template must be one of {sorted(PLAIN_TEMPLATES)} or contain '{{problem}}'")
+        return self
+
+
+PLAIN_TEMPLATES = {
+    # The zero-shot CoT prompt used with Qwen2.5-Math base models.
+    "qwen-boxed": (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n"
+        "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    "question-answer": "Question: {problem}\nAnswer:",
+}
+
+
+class Family(_Strict):
+    student: Student
+    backend: Backend = Backend()
+    prompt: Prompt = Prompt()
+    trust_remote_code: bool = False
+
+
+# ---------------------------------------------------------------- the rest of the protocol
+
+
+class Oracle(_Strict):
+    kind: Literal["symbolic", "llm"] = "symbolic"
+    model: str | None = None
+    backend: Backend | None = None
+    max_retries: int = Field(2, ge=0, le=10)
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(2048, gt=0)
+
+    @model_validator(mode="after")
+    def _llm_needs_model(self):
+        if self.kind == "llm" and not (self.model and self.backend):
+            raise ValueError("an 'llm' oracle needs model and backend")
+        return self
+
+
+class RewardModel(_Strict):
+    name: str
+    kind: Literal["synthetic", "sequence_classifier", "qwen_outcome", "process"]
+    model: str | None = None
+    trust_remote_code: bool = False
+    aggregation: Literal["min", "mean", "last"] = "min"
+    batch_size: int = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_model(self):
+        if self.kind != "synthetic" and not self.model:
+            raise ValueError(f"a '{self.kind}' reward model needs model (a local folder or HF id)")
+        return self
+
+
+class Sampling(_Strict):
+    """Native rejection sampling (paper: N=8 at T=1.0, one correct trace kept per problem)."""
+
+    n: int = Field(8, gt=0)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(2048, gt=0)
+    seed: int = 0
+
+
+class Grid(_Strict):
+    lr: list[float] = Field(min_length=1)
+    batch_size: list[int] = Field(min_length=1)
+
+
+class Lora(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+
+class Training(_Strict):
+    """Fine-tuning on each variant (paper: lr 5e-5, batch 256, 1 epoch; SFT and DFT)."""
+
+    objectives: list[Literal["sft", "dft"]] = Field(["sft", "dft"], min_length=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(256, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_length: int = Field(4096, gt=0)
+    on_overlength: Literal["drop", "fail"] = "drop"
+    grid: Grid | None = None
+    lora: Lora | None = None
+    seed: int = 0
+    launcher: Literal["in_process", "accelerate"] = "in_process"
+    num_processes: int = Field(1, gt=0)
+
+
+class Evaluation(_Strict):
+    """Avg@k evaluation (paper: Avg@16 at T=1.0, 4096 tokens)."""
+
+    k: int = Field(16, gt=0)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(4096, gt=0)
+    seed: int = 0
+    bootstrap_samples: int = Field(1000, gt=0)
+
+
+class Verification(_Strict):
+    """Limits of the hardened verifier; model text beyond them is rejected, not parsed."""
+
+    timeout_seconds: float = Field(5.0, gt=0)
+    workers: int = Field(2, gt=0, le=64)
+    max_answer_chars: int = Field(512, gt=0)
+
+
+class Study(_Strict):
+    name: str
+    description: str = ""
+    problems: Source
+    benchmarks: list[Benchmark] = Field(min_length=1)
+    families: dict[str, Family] = Field(min_length=1)
+    oracle: Oracle = Oracle()
+    reward_models: list[RewardModel] = Field([RewardModel(name="synthetic-rm", kind="synthetic")], min_length=1)
+    sampling: Sampling = Sampling()
+    training: Training = Training()
+    evaluation: Evaluation = Evaluation()
+    verification: Verification = Verification()
+    min_common_fraction: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("families")
+    @classmethod
+    def _family_keys(cls, v: dict[str, Family]) -> dict[str, Family]:
+        for name in v:
+            if not FAMILY_NAME.match(name):
+                raise ValueError(
+                    f"family name {name!r} is not a valid partition key: use lowercase letters, "
+                    "digits, '.', '_' or '-', starting with a letter or digit (max 64)"
+                )
+        return v
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _unique_benchmarks(cls, v: list[Benchmark]) -> list[Benchmark]:
+        names = [b.name for b in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate benchmark names: {dupes}")
+        return v
+
+    @field_validator("reward_models")
+    @classmethod
+    def _unique_rms(cls, v: list[RewardModel]) -> list[RewardModel]:
+        names = [r.name for r in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate reward model names: {dupes}")
+        return v
+
+    # Where this study was loaded from, so relative data paths resolve next to it.
+    source_path: str | None = Field(None, exclude=True)
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        base = Path(self.source_path).parent if self.source_path else Path.cwd()
+        return (base / p).resolve()
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def resolve_study_path(name_or_path: str | None = None) -> Path:
+    """A study name under data/studies (e.g. 'tiny') or a path; default $QUP_STUDY, then 'tiny'."""
+    ref = name_or_path or os.environ.get("QUP_STUDY") or DEFAULT_STUDY
+    candidate = Path(ref).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or os.sep in ref:
+        path = candidate
+    else:
+        path = STUDIES_DIR / f"{ref}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+        raise StudyError(f"study {ref!r} not found at {path}; known studies: {known}, or pass a path to a .yaml file")
+    return path.resolve()
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid study file ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; unknown keys are not allowed)"
+        got = e.get("input")
+        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_study(name_or_path: str | None = None) -> Study:
+    path = resolve_study_path(name_or_path)
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise StudyError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise StudyError(f"{path}: not UTF-8 text: {e}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file must be a YAML mapping, got {type(raw).__name__}")
+    if "source_path" in raw:
+        raise StudyError(f"{path}: source_path: unknown key (set by the loader, not the file)")
+    try:
+        return Study.model_validate({**raw, "source_path": str(path)})
+    except ValidationError as e:
+        raise StudyError(_format_errors(path, e)) from None
+
+
+def store_root() -> Path:
+    """Where every output lives: $QUP_STORE, default data/store in the repo (git-ignored)."""
+    return Path(os.environ.get("QUP_STORE") or REPO_ROOT / "data" / "store").expanduser().resolve()

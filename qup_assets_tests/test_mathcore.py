@@ -1,0 +1,153 @@
+"""Answer extraction and hardened verification, including hostile model text."""
+
+import os
+import time
+
+import pytest
+
+from qup_assets.mathcore.extract import answer_from_solution, extract_answer, last_boxed, normalize_answer
+from qup_assets.mathcore.verify import VerifierPool, prefilter
+
+
+@pytest.mark.parametrize(
+    "text,answer,method",
+    [
+        ("so \\boxed{42}.", "42", "boxed"),
+        ("first \\boxed{1} then \\boxed{\\frac{a}{b}}", "\\frac{a}{b}", "boxed"),
+        ("\\boxed{\\left\\{ 1, 2 \\right\\}}", "\\left\\{ 1, 2 \\right\\}", "boxed"),
+        ("The answer is $\\frac{1}{2}$ apples.", "\\frac{1}{2}", "marker"),
+        ("The answer is 17.", "17", "marker"),
+        ("Step 3: 5 * 3 = 15\nFinal answer: 15", "15", "marker"),
+        ("work...\n#### 1,234", "1234", "marker"),
+        ("Answer: \\(7\\)", "7", "marker"),
+        ("no answer here", None, "none"),
+        ("\\boxed{unterminated", None, "none"),
+    ],
+)
+def test_extract_answer(text, answer, method):
+    ex = extract_answer(text)
+    assert (ex.answer, ex.method) == (answer, method)
+
+
+def test_boxed_with_deep_nesting_is_linear():
+    text = "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}"
+    t = time.monotonic()
+    assert last_boxed(text).startswith("{{{")
+    assert time.monotonic() - t < 1.0
+
+
+def test_normalize_and_solution_answers():
+    assert normalize_answer("$\\boxed{12}$.") == "12"
+    assert normalize_answer(" \\( 3,000 \\) ") == "3000"
+    assert normalize_answer("(1,2)") == "(1,2)"
+    assert answer_from_solution("so $x=\\boxed{2\\sqrt{2}}$") == "2\\sqrt{2}"
+    assert answer_from_solution("no box") is None
+
+
+@pytest.mark.parametrize(
+    "gold,pred,verdict",
+    [
+        ("42", "\\boxed{42}", "correct"),
+        ("42", "\\boxed{41}", "wrong"),
+        ("0.5", "The answer is $\\frac{2}{4}$.", "correct"),
+        ("\\frac{3}{4}", "\\boxed{0.75}", "correct"),
+        ("x+1", "\\boxed{1+x}", "correct"),
+        ("2\\sqrt{2}", "\\boxed{\\sqrt{8}}", "correct"),
+        ("(0,1)", "\\boxed{(0,1)}", "correct"),
+        ("7", "I am not sure.", "no_answer"),
+        ("", "\\boxed{1}", "rejected"),
+    ],
+)
+def test_verify_verdicts(verifier, gold, pred, verdict):
+    assert verifier.verify(gold, pred).verdict == verdict
+
+
+@pytest.mark.parametrize(
+    "answer,why",
+    [
+        ("9^9^9^9", "power tower"),
+        ("2^{30^5}", "power tower"),
+        ("10^{10^{10}}", "power tower"),
+        ("2**99999999", "exponent larger"),
+        ("100000!", "factorial"),
+        ("1" * 400, "more than 300 digits"),
+        ("{" * 50 + "1" + "}" * 50, "nested deeper"),
+        ("x" * 600, "too long"),
+    ],
+)
+def test_prefilter_rejects_bombs(answer, why):
+    assert why in prefilter(answer, 512)
+
+
+def test_prefilter_allows_ordinary_math():
+    for ok in ["2^{10}", "x^2+1", "\\frac{1}{2}", "5!", "(1,2)", "10^{-3}", "e^{i\\pi}"]:
+        assert prefilter(ok, 512) is None, ok
+
+
+SENTINEL_PAYLOADS = [
+    "\\boxed{__import__('os').system('touch {S}')}",
+    "The answer is __import__('os').system('touch {S}')",
+    "\\boxed{eval(\"open('{S}','w')\")}",
+    "\\boxed{exec(\"open('{S}','w').write('x')\")}",
+    "Answer: (lambda: __import__('subprocess').run(['touch','{S}']))()",
+    "\\boxed{\\text{${__import__('os').system('touch {S}')}}}",
+]
+
+
+def test_payloads_never_execute(verifier, tmp_path):
+    sentinel = tmp_path / "SENTINEL"
+    pairs = [("3", p.replace("{S}", str(sentinel))) for p in SENTINEL_PAYLOADS]
+    pairs += [(p.replace("{S}", str(sentinel)).replace("\\boxed{", "").rstrip("}"), "\\boxed{3}") for p in SENTINEL_PAYLOADS[:2]]
+    results = verifier.verify_many(pairs)
+    assert all(r.verdict != "correct" for r in results)
+    assert not sentinel.exists()
+
+
+def test_bombs_return_within_timeout_and_pool_keeps_answering(tmp_path):
+    timeout = 2.0
+    bombs = [
+        "\\boxed{9^9^9^9}",
+        "\\boxed{2^{30^5}}",
+        "\\boxed{100000!}",
+        "\\boxed{" + "7" * 1_000_000 + "}",
+        "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+        b"\\boxed{\xff\xfe\xfd}",
+        "\ud800\udfff \\boxed{\ud800}",
+        # Reaches a worker (no pre-filter can see it): a huge but "legal" product.
+        "\\boxed{" + "*".join(["99999999"] * 40) + "}",
+    ]
+    with VerifierPool(workers=2, timeout=timeout, max_answer_chars=4096) as pool:
+        for bomb in bombs:
+            t = time.monotonic()
+            res = pool.verify("3", bomb)
+            assert time.monotonic() - t < timeout + 3.0, (bomb[:30], res)
+            assert res.verdict in {"rejected", "timeout", "no_answer", "wrong"}
+        # A hanging comparison is killed, and the replaced worker still answers.
+        res = pool.verify("3", "\\boxed{10^{10^{10}}}")
+        assert res.verdict == "rejected"
+        after = pool.verify_many([("\\frac{1}{2}", "\\boxed{0.5}")] * 4)
+        assert all(r.verdict == "correct" for r in after)
+
+
+def test_hung_worker_is_killed_and_replaced():
+    """A comparison that never finishes (prefilter disabled) is a recorded timeout, and the pool recovers."""
+    import qup_assets.mathcore.verify as v
+
+    with VerifierPool(workers=1, timeout=1.5) as pool:
+        old = v.prefilter
+        v.prefilter = lambda answer, max_chars: None
+        try:
+            t = time.monotonic()
+            res = pool.verify("3", "\\boxed{9^{9^{9^{9}}}}")
+        finally:
+            v.prefilter = old
+        assert res.verdict == "timeout" and "killed" in res.reason
+        assert time.monotonic() - t < 1.5 + 3.0
+        assert pool.restarts == 1
+        assert pool.verify("\\frac{1}{2}", "\\boxed{0.5}").verdict == "correct"
+
+
+def test_verification_never_runs_in_the_calling_process(verifier):
+    """math-verify work happens in spawned workers: the caller's pid never does the parse."""
+    assert verifier.verify("\\frac{1}{2}", "\\boxed{0.5}").reason == "math-verify"
+    assert verifier._workers and all(w.proc.pid != os.getpid() for w in verifier._workers)

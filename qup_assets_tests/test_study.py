@@ -1,0 +1,91 @@
+"""Study files: the shipped ones load, bad ones fail at load with file, field path and expectation."""
+
+import pytest
+
+from qup_assets.study import StudyError, load_study
+
+MINIMAL = """
+name: t
+problems: {kind: synthetic, size: 10}
+benchmarks:
+  - name: b
+    source: {kind: synthetic, size: 5, seed: 9}
+families:
+  fam-a:
+    student: {kind: synthetic, style: qwen}
+"""
+
+
+@pytest.mark.parametrize("name", ["micro", "tiny", "paper"])
+def test_shipped_studies_load(name):
+    study = load_study(name)
+    assert study.name == name
+    assert study.families
+
+
+def test_paper_defaults_follow_the_paper():
+    s = load_study("paper")
+    assert (s.sampling.n, s.sampling.temperature) == (8, 1.0)
+    assert (s.training.lr, s.training.batch_size, s.training.epochs) == (5e-5, 256, 1)
+    assert (s.evaluation.k, s.evaluation.temperature, s.evaluation.max_tokens) == (16, 1.0, 4096)
+    assert set(s.families) == {"qwen2.5-math-1.5b", "qwen2.5-math-7b", "llama-3.2-3b", "deepseekmath-7b"}
+    assert {b.name for b in s.benchmarks} == {"math500", "minerva-math", "aime24", "amc23", "olympiadbench"}
+    assert s.training.grid.lr == [2e-5, 5e-5] and s.training.grid.batch_size == [128, 256]
+
+
+def test_minimal_study_gets_paper_defaults(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(MINIMAL)
+    s = load_study(str(p))
+    assert s.sampling.n == 8 and s.evaluation.k == 16 and s.training.objectives == ["sft", "dft"]
+    assert s.families["fam-a"].trust_remote_code is False
+
+
+def test_study_chosen_by_env(monkeypatch, tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(MINIMAL)
+    monkeypatch.setenv("QUP_STUDY", str(p))
+    assert load_study().name == "t"
+    monkeypatch.setenv("QUP_STUDY", "micro")
+    assert load_study().name == "micro"
+
+
+BAD = {
+    "typo_key": (MINIMAL + "samplng: {n: 4}\n", ["samplng", "unknown key"]),
+    "typo_nested": (MINIMAL.replace("size: 10}", "size: 10, sede: 3}"), ["problems.synthetic.sede", "unknown key"]),
+    "wrong_type": (MINIMAL + "sampling: {n: lots}\n", ["sampling.n", "integer", "'lots'"]),
+    "negative": (MINIMAL + "evaluation: {k: 0}\n", ["evaluation.k", "greater than 0"]),
+    "bad_family_name": (MINIMAL.replace("fam-a:", "Fam A!:"), ["families", "not a valid partition key"]),
+    "duplicate_family": (MINIMAL + "  fam-a:\n    student: {kind: synthetic, style: llama}\n", ["duplicate key 'fam-a'"]),
+    "duplicate_benchmark": (
+        MINIMAL.replace("benchmarks:\n", "benchmarks:\n  - name: b\n    source: {kind: synthetic, size: 5}\n"),
+        ["benchmarks", "duplicate benchmark names: ['b']"],
+    ),
+    "unknown_source_kind": (MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: s3, size: 10}"), ["problems", "'s3'"]),
+    "missing_families": ("name: t\nproblems: {kind: synthetic, size: 10}\nbenchmarks: []\n", ["families", "Field required"]),
+    "plain_prompt_without_template": (
+        MINIMAL + "    prompt: {format: plain}\n", ["families.fam-a.prompt", "needs a template"]
+    ),
+    "openai_without_url": (MINIMAL + "    backend: {kind: openai}\n", ["families.fam-a.backend", "base_url"]),
+    "not_yaml": ("name: [unclosed\n", ["not valid YAML"]),
+    "not_mapping": ("- just\n- a list\n", ["must be a YAML mapping"]),
+    "local_bad_suffix": (MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: local, path: x.csv}"), ["problems.local.path", ".jsonl"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_study_files_fail_clearly(tmp_path, case):
+    text, expected = BAD[case]
+    p = tmp_path / f"{case}.yaml"
+    p.write_text(text)
+    with pytest.raises(StudyError) as err:
+        load_study(str(p))
+    msg = str(err.value)
+    assert str(p) in msg
+    for fragment in expected:
+        assert fragment in msg, f"{fragment!r} not in:\n{msg}"
+
+
+def test_unknown_study_name_lists_known():
+    with pytest.raises(StudyError, match="known studies: .*micro"):
+        load_study("no-such-study")
