@@ -126,11 +126,14 @@ class SyntheticStudent(_Strict):
 
     kind: Literal["synthetic"]
     architecture: Literal["qwen2", "llama"] = "qwen2"
-    style: str
+    style: Literal["qwen", "llama"]
     hidden_size: int = Field(128, ge=16, le=1024)
     num_layers: int = Field(4, ge=1, le=24)
     pretrain_problems: int = Field(3000, gt=0)
-    pretrain_seconds: float = Field(120.0, gt=0)
+    # A step budget (not seconds) so the same study builds the same student on any machine.
+    pretrain_steps: int = Field(500, gt=0)
+    pretrain_batch_size: int = Field(32, gt=0)
+    pretrain_lr: float = Field(3e-3, gt=0)
     seed: int = 0
 
 
@@ -175,7 +178,7 @@ class Prompt(_Strict):
 PLAIN_TEMPLATES = {
     # The zero-shot CoT prompt used with Qwen2.5-Math base models.
     "qwen-boxed": (
-        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n"
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
         "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
     ),
     "question-answer": "Question: {problem}\nAnswer:",

@@ -29,3 +29,17 @@ def isolated(tmp_path, monkeypatch):
 def write_study(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, verifier):
+    """A real HF model folder from the synthetic recipe: tiny and briefly trained (seconds)."""
+    from qup_assets.study import SyntheticStudent
+    from qup_assets.world.student import build_synthetic_student
+
+    spec = SyntheticStudent(kind="synthetic", architecture="qwen2", style="qwen", hidden_size=32, num_layers=1,
+                            pretrain_problems=200, pretrain_steps=30, pretrain_batch_size=16)
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    knobs = {"min_steps": 1, "max_steps": 2, "max_operand": 9}
+    build_synthetic_student(spec, "test-fam", knobs, out, set(), verifier, log=lambda m: None, heldout=10)
+    return out

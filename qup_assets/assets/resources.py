@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from qup_assets.mathcore.verify import VerifierPool
-from qup_assets.study import Study, load_study
+from qup_assets.study import Family, Study, load_study
 
 
 class StudyResource(dg.ConfigurableResource):
@@ -21,6 +21,18 @@ class StudyResource(dg.ConfigurableResource):
     @property
     def store(self) -> Path:
         return Path(self.store_dir)
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.store_dir) / "cache"
+
+    def family(self, study: Study, name: str) -> Family:
+        if name not in study.families:
+            raise dg.Failure(
+                description=f"model_family {name!r} is not in study {study.name!r} (families: {list(study.families)}); "
+                "it was removed from the study file: its data is kept, but it cannot be recomputed."
+            )
+        return study.families[name]
 
     def verifier(self, study: Study | None = None) -> VerifierPool:
         v = (study or self.load()).verification

@@ -39,7 +39,8 @@ class StoreIOManager(dg.ConfigurableIOManager):
         json_paths = [table_path(store, name, k).with_suffix(".json") for k in keys]
         if all(p.is_file() for p in json_paths) and not any(table_path(store, name, k).is_file() for k in keys):
             values = [json.loads(p.read_text(encoding="utf-8")) for p in json_paths]
-            return values[0] if keys == [None] else dict(zip(keys, values))
+            # A partition reading its own partition gets the value; a pooled reader gets {partition: value}.
+            return values[0] if keys == [None] or context.has_partition_key else dict(zip(keys, values))
         if keys == [None]:
             return read_table(store, name)
         present = [k for k in keys if table_path(store, name, k).is_file()]

@@ -1,0 +1,201 @@
+"""`base_model`, `native_samples`, `native_traces`: each family's student and its own (SLM-RFT) data."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from qup_assets.assets.metadata import md_table, png_markdown
+from qup_assets.assets.partitions import model_family
+from qup_assets.assets.resources import StudyResource
+from qup_assets.backends.base import BackendError, SamplingParams
+from qup_assets.backends.cache import ResponseCache
+from qup_assets.backends.factory import load_tokenizer, open_backend
+from qup_assets.backends.hub import describe_model, resolve_model
+from qup_assets.backends.prompting import render_prompt
+from qup_assets.sampling.native import sample_native, sampling_summary, select_traces
+from qup_assets.storage.tables import artifact_dir
+from qup_assets.study import SyntheticSource
+
+
+def _loss_plot(curve: list) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([s for s, _ in curve], [l for _, l in curve])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (solution tokens)")
+    ax.set_yscale("log")
+    ax.set_title("pretraining loss")
+    md = png_markdown(fig, "pretraining loss")
+    plt.close(fig)
+    return md
+
+
+@dg.asset(
+    partitions_def=model_family,
+    group_name="students",
+    code_version="1",
+    kinds={"pytorch"},
+    pool="gpu",
+    description=(
+        "The family's student before any fine-tuning. An HF model (local folder or the local HF cache) is resolved "
+        "and recorded (revision, content fingerprint, parameters, dtype, chat template); a synthetic family is "
+        "pretrained from scratch here on problems (never pool or benchmark ones) solved in its own style."
+    ),
+)
+def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmarks: pd.DataFrame,
+               problem_pool: pd.DataFrame) -> dict:
+    s = study.load()
+    name = context.partition_key
+    fam = study.family(s, name)
+    started = time.monotonic()
+    if fam.student.kind == "hf":
+        try:
+            info = describe_model(resolve_model(fam.student.model, fam.student.revision))
+        except BackendError as e:
+            raise dg.Failure(description=str(e)) from None
+        info["name"] = fam.student.model
+        context.add_output_metadata(
+            {
+                "model": fam.student.model,
+                "revision": str(info["revision"]),
+                "fingerprint": info["fingerprint"][:16],
+                "parameters": info["parameters"] or 0,
+                "dtype": info["dtype"],
+                "chat_template": dg.MetadataValue.md(f"```jinja\n{info['chat_template'] or '(none)'}\n```"),
+                "path": dg.MetadataValue.path(info["path"]),
+            }
+        )
+        return info
+
+    from qup_assets.world.student import build_synthetic_student
+
+    spec = fam.student
+    knobs = {"min_steps": 2, "max_steps": 4, "max_operand": 20}
+    if isinstance(s.problems, SyntheticSource):
+        knobs = {"min_steps": s.problems.min_steps, "max_steps": s.problems.max_steps, "max_operand": s.problems.max_operand}
+    exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
+    out = artifact_dir(study.store, "base_model", name) / "model"
+    with study.verifier(s) as verifier:
+        built = build_synthetic_student(spec, name, knobs, out, exclude, verifier, log=context.log.info,
+                                        heldout=min(100, max(20, spec.pretrain_problems // 10)))
+    info = describe_model(out)
+    info.update(name=name, heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen)
+    context.add_output_metadata(
+        {
+            "architecture": info["architecture"],
+            "parameters": built.parameters,
+            "tokens_seen": built.tokens_seen,
+            "pretrain_steps": built.steps,
+            "tokens_per_second": round(built.tokens_per_second),
+            "heldout_greedy_accuracy": dg.MetadataValue.float(built.heldout_greedy_accuracy),
+            "heldout_problems": built.heldout_problems,
+            "wall_time_s": round(time.monotonic() - started, 1),
+            "loss_curve": dg.MetadataValue.md(_loss_plot(built.loss_curve)),
+            "heldout_examples": md_table(pd.DataFrame(built.heldout_examples), max_rows=5, width=200),
+            "fingerprint": info["fingerprint"][:16],
+            "path": dg.MetadataValue.path(info["path"]),
+        }
+    )
+    return info
+
+
+def _prompts(study: StudyResource, family_name: str, base_model: dict, problems: pd.DataFrame) -> list[str]:
+    fam = study.family(study.load(), family_name)
+    tok = load_tokenizer(base_model["path"], fam.trust_remote_code)
+    return [render_prompt(tok, fam.prompt, p) for p in problems["problem"]]
+
+
+@dg.asset(
+    partitions_def=model_family,
+    group_name="students",
+    code_version="1",
+    kinds={"parquet"},
+    pool="gpu",
+    description=(
+        "N samples per pool problem from the base model at the study's temperature (paper: N=8, T=1.0), each "
+        "verified. Served through the response cache: a killed run resumes, an unchanged re-run costs ~nothing."
+    ),
+)
+def native_samples(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
+                   base_model: dict) -> pd.DataFrame:
+    s = study.load()
+    name = context.partition_key
+    fam = study.family(s, name)
+    try:
+        lm = open_backend(fam, base_model["path"], seed=s.sampling.seed)
+    except BackendError as e:
+        raise dg.Failure(description=str(e)) from None
+    prompts = _prompts(study, name, base_model, problem_pool)
+    sp = s.sampling
+    params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=sp.seed)
+    started = time.monotonic()
+    with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache, study.verifier(s) as verifier:
+        if cache.corrupt_lines:
+            context.log.warning(f"response cache: skipped {cache.corrupt_lines} truncated line(s) from an interrupted run")
+        df = sample_native(lm, cache, name, problem_pool, prompts, sp.n, params, verifier, progress=context.log.info)
+        hits, misses = cache.hits, cache.misses
+    summary = sampling_summary(df, sp.n)
+    context.log.info(f"{name}: pass@1 {summary['pass@1']:.1%}, pass@{sp.n} {summary[f'pass@{sp.n}']:.1%}")
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(df),
+            **{k: dg.MetadataValue.float(v) if isinstance(v, float) else v for k, v in summary.items()},
+            "solvable_fraction": dg.MetadataValue.float(summary["solvable_problems"] / max(1, summary["problems"])),
+            "cache_hits": hits,
+            "generated": misses,
+            "wall_time_s": round(time.monotonic() - started, 1),
+            "verdicts": md_table(df["verdict"].value_counts().rename_axis("verdict").reset_index(), max_rows=10),
+            "sample": md_table(df[["problem_id", "sample_idx", "completion", "extracted_answer", "verdict"]], max_rows=6, width=160),
+        }
+    )
+    return df
+
+
+@dg.asset(
+    partitions_def=model_family,
+    group_name="students",
+    code_version="1",
+    kinds={"parquet"},
+    description=(
+        "SLM-RFT traces: exactly one correct, lightly cleaned sample per solvable problem, chosen by a seeded hash. "
+        "These problem ids are the set every other variant of the family must cover."
+    ),
+)
+def native_traces(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
+                  native_samples: pd.DataFrame, base_model: dict) -> pd.DataFrame:
+    s = study.load()
+    solvable_ids = set(native_samples.loc[native_samples["correct"], "problem_id"])
+    problems = problem_pool[problem_pool["problem_id"].isin(solvable_ids)]
+    prompts = dict(zip(problems["problem_id"], _prompts(study, context.partition_key, base_model, problems)))
+    with study.verifier(s) as verifier:
+        traces, stats = select_traces(native_samples, problem_pool, prompts, s.sampling.seed, verifier)
+    if traces.empty:
+        raise dg.Failure(description=f"{context.partition_key}: no problem has a correct sample; the student is "
+                         "too weak for this pool (pretrain longer, or sample more: sampling.n)")
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(traces),
+            "solvable_fraction": dg.MetadataValue.float(len(traces) / max(1, len(problem_pool))),
+            "cleaned_changed": stats["cleaned_changed"],
+            "cleaning_reverted": stats["cleaning_reverted"],
+            "mean_tokens": float(traces["n_tokens"].mean()),
+            "sample": md_table(traces[["problem_id", "completion", "answer"]], max_rows=4, width=300),
+        }
+    )
+    return traces
+
+
+@dg.asset_check(asset=native_traces, blocking=True, description="Every native trace verifies against the gold answer.")
+def native_traces_verify(study: StudyResource, native_traces: pd.DataFrame) -> dg.AssetCheckResult:
+    with study.verifier() as verifier:
+        res = verifier.verify_many(zip(native_traces["answer"], native_traces["completion"]))
+    bad = [pid for pid, r in zip(native_traces["problem_id"], res) if not r.correct]
+    return dg.AssetCheckResult(
+        passed=not bad and native_traces["problem_id"].is_unique,
+        metadata={"traces": len(native_traces), "failing": len(bad), "failing_ids": ", ".join(bad[:20]) or "none"},
+    )

@@ -1,0 +1,118 @@
+"""SLM-RFT ("native") data: N samples per problem, each verified, one correct trace kept per solvable problem."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from qup_assets.backends.base import ProgressFn, Request, SamplingParams, stable_hash
+from qup_assets.backends.cache import ResponseCache, cached_sample
+from qup_assets.mathcore.extract import clean_text, last_boxed
+from qup_assets.mathcore.verify import VerifierPool
+
+SAMPLE_COLUMNS = [
+    "model_family", "problem_id", "sample_idx", "completion", "extracted_answer", "verdict", "reason",
+    "correct", "n_tokens", "finish_reason",
+]
+TRACE_COLUMNS = ["model_family", "problem_id", "prompt", "completion", "answer", "sample_idx", "correct", "n_tokens"]
+
+
+def sample_native(
+    lm,
+    cache: ResponseCache,
+    family: str,
+    problems: pd.DataFrame,
+    prompts: list[str],
+    n: int,
+    params: SamplingParams,
+    verifier: VerifierPool,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """All N samples of every problem, verified; `prompts` is aligned with `problems` rows."""
+    requests = [Request(prompt, i) for prompt in prompts for i in range(n)]
+    comps = cached_sample(lm, cache, requests, params, progress=progress, label=f"{family} native samples")
+    golds = [a for a in problems["answer"] for _ in range(n)]
+    results = verifier.verify_many([(g, c.text) for g, c in zip(golds, comps)])
+    return pd.DataFrame(
+        {
+            "model_family": family,
+            "problem_id": [pid for pid in problems["problem_id"] for _ in range(n)],
+            "sample_idx": [r.sample_idx for r in requests],
+            "completion": [c.text for c in comps],
+            "extracted_answer": [r.extracted for r in results],
+            "verdict": [r.verdict for r in results],
+            "reason": [r.reason for r in results],
+            "correct": [r.correct for r in results],
+            "n_tokens": [c.n_tokens for c in comps],
+            "finish_reason": [c.finish_reason for c in comps],
+        },
+        columns=SAMPLE_COLUMNS,
+    )
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FINAL_LINE = re.compile(r"(\\boxed|\\fbox|answer is|final answer|^answer\s*:|^####)", re.IGNORECASE | re.MULTILINE)
+
+
+def clean_trace(text: str) -> str:
+    """Light cleaning of generation noise, never of content.
+
+    1. invalid unicode replaced, CRLF -> LF, control characters dropped;
+    2. trailing whitespace on each line and blank lines at both ends removed;
+    3. anything after the line holding the final answer (\\boxed{}, "The answer is", "Answer:", "####")
+       is dropped: text a model keeps generating after it has answered is not part of the solution.
+    """
+    text = _CONTROL.sub("", clean_text(text).replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [ln.rstrip() for ln in text.split("\n")]
+    last = max((i for i, ln in enumerate(lines) if _FINAL_LINE.search(ln)), default=None)
+    if last is not None and (last_boxed(lines[last]) is not None or "\\boxed" not in lines[last]):
+        lines = lines[: last + 1]
+    return "\n".join(lines).strip("\n").strip()
+
+
+def select_traces(samples: pd.DataFrame, problems: pd.DataFrame, prompts: dict[str, str], seed: int,
+                  verifier: VerifierPool) -> tuple[pd.DataFrame, dict]:
+    """One correct trace per solvable problem, chosen by a seeded hash (not by position or length).
+
+    A cleaned trace must still verify; if cleaning broke it, the raw completion is kept instead.
+    """
+    correct = samples[samples["correct"]].copy()
+    correct["rank"] = [stable_hash("pick", seed, p, int(i)) for p, i in zip(correct["problem_id"], correct["sample_idx"])]
+    chosen = correct.sort_values(["problem_id", "rank"]).groupby("problem_id", sort=True).head(1)
+    answers = problems.set_index("problem_id")["answer"]
+    cleaned = [clean_trace(t) for t in chosen["completion"]]
+    checks = verifier.verify_many([(answers[p], c) for p, c in zip(chosen["problem_id"], cleaned)])
+    completions = [c if r.correct else raw for c, r, raw in zip(cleaned, checks, chosen["completion"])]
+    stats = {
+        "cleaned_changed": int(sum(c != raw for c, raw in zip(cleaned, chosen["completion"]))),
+        "cleaning_reverted": int(sum(not r.correct for r in checks)),
+    }
+    traces = pd.DataFrame(
+        {
+            "model_family": chosen["model_family"].values,
+            "problem_id": chosen["problem_id"].values,
+            "prompt": [prompts[p] for p in chosen["problem_id"]],
+            "completion": completions,
+            "answer": [answers[p] for p in chosen["problem_id"]],
+            "sample_idx": chosen["sample_idx"].values,
+            "correct": True,
+            "n_tokens": chosen["n_tokens"].values,
+        },
+        columns=TRACE_COLUMNS,
+    )
+    return traces.reset_index(drop=True), stats
+
+
+def sampling_summary(samples: pd.DataFrame, n: int) -> dict:
+    by_problem = samples.groupby("problem_id")["correct"]
+    return {
+        "pass@1": float(samples["correct"].mean()),
+        f"pass@{n}": float(by_problem.any().mean()),
+        "solvable_problems": int(by_problem.any().sum()),
+        "problems": int(by_problem.ngroups),
+        "samples": len(samples),
+        "no_answer_rate": float((samples["verdict"] == "no_answer").mean()),
+        "truncation_rate": float((samples["finish_reason"] == "length").mean()),
+        "mean_tokens": float(samples["n_tokens"].mean()),
+    }

@@ -1,0 +1,190 @@
+"""The synthetic world's student recipe: a real HF tokenizer and a tiny Qwen2 or Llama model.
+
+The tokenizer is byte-level BPE with single-digit splitting (as Qwen and Llama 3 do
+for numbers), with pad and eos tokens and a chat template of the family's own
+(ChatML for the Qwen-like family, Llama-3 headers for the Llama-like one), so it
+loads with AutoTokenizer and `apply_chat_template` works exactly as for a real model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA3 = (
+    "{{ '<|begin_of_text|>' }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{{ message['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    template: str
+    eos: str
+    pad: str
+    specials: tuple[str, ...]
+
+
+CHAT_FORMATS = {
+    "qwen2": ChatFormat(CHATML, eos="<|im_end|>", pad="<|endoftext|>", specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>")),
+    "llama": ChatFormat(
+        LLAMA3, eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
+        specials=("<|finetune_right_pad_id|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    ),
+}
+
+
+def build_tokenizer(texts: Iterable[str], architecture: str, vocab_size: int = 640):
+    """Train a byte-level BPE on `texts` and wrap it as a PreTrainedTokenizerFast with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    fmt = CHAT_FORMATS[architecture]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(fmt.specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=fmt.eos,
+        pad_token=fmt.pad,
+        additional_special_tokens=[t for t in fmt.specials if t not in (fmt.eos, fmt.pad)],
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    fast.chat_template = fmt.template
+    return fast
+
+
+def build_model(architecture: str, tokenizer, hidden_size: int, num_layers: int, seed: int, max_positions: int = 1024):
+    """A freshly initialised Qwen2ForCausalLM or LlamaForCausalLM sized for 2 CPU cores."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    heads = max(1, hidden_size // 32)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 3,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+    )
+    torch.manual_seed(seed)
+    if architecture == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common))
+    if architecture == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common))
+    raise ValueError(f"unknown architecture {architecture!r} (qwen2 or llama)")
+
+
+# ---------------------------------------------------------------- building a synthetic student
+
+
+@dataclass
+class BuiltStudent:
+    path: str
+    parameters: int
+    tokens_seen: int
+    steps: int
+    seconds: float
+    tokens_per_second: float
+    loss_curve: list
+    heldout_greedy_accuracy: float
+    heldout_problems: int
+    heldout_examples: list
+
+
+def build_synthetic_student(
+    spec,
+    family: str,
+    corpus_knobs: dict,
+    out_dir,
+    exclude_ids: set[str],
+    verifier,
+    log=print,
+    heldout: int = 100,
+) -> BuiltStudent:
+    """Tokenizer + model trained from scratch on problems solved in the family's style, saved as an HF folder.
+
+    The corpus never contains a pool or benchmark problem (`exclude_ids`), so the student
+    meets the pool for the first time in rejection sampling.
+    """
+    import shutil
+    from pathlib import Path
+
+    from qup_assets.backends.base import Request, SamplingParams, stable_hash
+    from qup_assets.backends.prompting import render_prompt
+    from qup_assets.backends.transformers_backend import TransformersBackend
+    from qup_assets.problems.sources import problem_id
+    from qup_assets.study import Prompt
+    from qup_assets.training.pretrain import encode_examples, pretrain
+    from qup_assets.world.generator import generate, textbook_solution
+    from qup_assets.world.styles import STYLES, get_style
+
+    seed = int(stable_hash("pretrain-corpus", family, spec.seed)[:8], 16)
+    want = spec.pretrain_problems + heldout
+    problems = [p for p in generate(int(want * 1.3) + 50, seed, **corpus_knobs) if problem_id(p.problem) not in exclude_ids]
+    seen, corpus = set(), []
+    for p in problems:
+        if p.problem not in seen:
+            seen.add(p.problem)
+            corpus.append(p)
+    corpus = corpus[:want]
+    style = get_style(spec.style)
+    completions = [style.render(p.program, p.items) for p in corpus]
+    # The tokenizer sees every writer's style (as a real tokenizer sees the web); the model only its own.
+    tokenizer_texts = [p.problem for p in corpus] + completions + [
+        s.render(p.program, p.items) for p in corpus[:500] for s in STYLES.values() if s.name != spec.style
+    ] + [textbook_solution(p.program, p.name, p.items) for p in corpus[:500]]
+    tokenizer = build_tokenizer(tokenizer_texts, spec.architecture)
+    prompt_cfg = Prompt()
+    prompts = [render_prompt(tokenizer, prompt_cfg, p.problem) for p in corpus]
+    n_train = len(corpus) - heldout
+    examples = encode_examples(tokenizer, prompts[:n_train], completions[:n_train], max_len=1024)
+    model = build_model(spec.architecture, tokenizer, spec.hidden_size, spec.num_layers, spec.seed)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"{family}: {spec.architecture} with {params:,} parameters, {n_train} training problems in style {spec.style!r}")
+    stats = pretrain(model, tokenizer, examples, spec.pretrain_steps, spec.pretrain_batch_size, spec.pretrain_lr, spec.seed, log)
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+    lm = TransformersBackend(out_dir)
+    held = corpus[n_train:]
+    outs = lm.sample([Request(p) for p in prompts[n_train:]], SamplingParams(temperature=0.0, max_tokens=256))
+    verdicts = verifier.verify_many([(p.answer, o.text) for p, o in zip(held, outs)])
+    acc = sum(v.correct for v in verdicts) / max(1, len(verdicts))
+    log(f"{family}: held-out greedy accuracy {acc:.1%} on {len(held)} problems")
+    examples_out = [
+        {"problem": p.problem, "answer": p.answer, "completion": o.text, "verdict": v.verdict}
+        for p, o, v in list(zip(held, outs, verdicts))[:5]
+    ]
+    return BuiltStudent(str(out_dir), params, stats.tokens_seen, stats.steps, stats.seconds, stats.tokens_per_second,
+                        stats.loss_curve, acc, len(held), examples_out)

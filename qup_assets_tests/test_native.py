@@ -1,0 +1,42 @@
+"""Rejection sampling's selection rules, independent of any model."""
+
+import pandas as pd
+
+from qup_assets.sampling.native import clean_trace, sampling_summary, select_traces
+
+
+def test_clean_trace_rules():
+    raw = "Step 1: $ 2 + 3 = 5 $  \r\nThe final answer is $\\boxed{5}$.\nStep 9: rambling after the answer\x07\n\n"
+    assert clean_trace(raw) == "Step 1: $ 2 + 3 = 5 $\nThe final answer is $\\boxed{5}$."
+    assert clean_trace("We have 2 + 3 = 5.\nThe answer is 5.\nThe answer is 5.") == "We have 2 + 3 = 5.\nThe answer is 5.\nThe answer is 5."
+    assert clean_trace("no marker at all  \n") == "no marker at all"
+
+
+def _samples():
+    rows = []
+    for pid, answers in [("p1", ["5", "4", "5", "5"]), ("p2", ["1", "1", "1", "1"]), ("p3", ["9", "8", "9", "2"])]:
+        gold = {"p1": "5", "p2": "7", "p3": "9"}[pid]
+        for i, a in enumerate(answers):
+            rows.append({"model_family": "f", "problem_id": pid, "sample_idx": i,
+                         "completion": f"Work {i}\nThe answer is {a}.\ntrailing noise", "correct": a == gold,
+                         "verdict": "correct" if a == gold else "wrong", "n_tokens": 10 + i, "finish_reason": "stop"})
+    problems = pd.DataFrame({"problem_id": ["p1", "p2", "p3"], "answer": ["5", "7", "9"], "problem": ["a", "b", "c"]})
+    return pd.DataFrame(rows), problems
+
+
+def test_one_correct_trace_per_solvable_problem_chosen_by_seed(verifier):
+    samples, problems = _samples()
+    prompts = {"p1": "P1", "p3": "P3"}
+    traces, stats = select_traces(samples, problems, prompts, seed=0, verifier=verifier)
+    assert list(traces["problem_id"]) == ["p1", "p3"]
+    assert traces["completion"].str.endswith(".").all() and not traces["completion"].str.contains("noise").any()
+    assert stats["cleaned_changed"] == 2
+    picks = {seed: tuple(select_traces(samples, problems, prompts, seed, verifier)[0]["sample_idx"]) for seed in range(8)}
+    assert picks[0] == tuple(select_traces(samples, problems, prompts, 0, verifier)[0]["sample_idx"])
+    assert len(set(picks.values())) > 1  # the seed, not the position, decides
+
+
+def test_sampling_summary():
+    samples, _ = _samples()
+    s = sampling_summary(samples, 4)
+    assert s["pass@1"] == 5 / 12 and s["pass@4"] == 2 / 3 and s["solvable_problems"] == 2
