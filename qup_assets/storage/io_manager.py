@@ -30,7 +30,7 @@ class StoreIOManager(dg.ConfigurableIOManager):
             path = write_parquet_atomic(obj, table_path(Path(self.store_dir), name, partition))
         else:
             path = write_json_atomic(obj, table_path(Path(self.store_dir), name, partition).with_suffix(".json"))
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext):
         name = self._name(context.asset_key)

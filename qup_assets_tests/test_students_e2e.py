@@ -1,0 +1,102 @@
+"""The students stage end to end on micro.yaml through a real Dagster instance, and crash-resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from qup_assets.cli import main
+from qup_assets.study import resolve_study_path
+
+from .conftest import write_study
+
+
+def _meta(instance, key):
+    return instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+
+
+@pytest.mark.slow
+def test_micro_students_end_to_end_and_cached_rerun(isolated, capsys):
+    t = time.monotonic()
+    assert main(["run", "--study", "micro"]) == 0
+    cold = time.monotonic() - t
+    instance = dg.DagsterInstance.get()
+    base = _meta(instance, "base_model")
+    assert 0.0 < base["heldout_greedy_accuracy"].value < 1.0  # an imperfect student
+    assert base["parameters"].value > 100_000 and "data:image/png;base64" in base["loss_curve"].value
+    samples = _meta(instance, "native_samples")
+    assert samples["generated"].value == 60 * 4 and samples["cache_hits"].value == 0
+    capsys.readouterr()
+    assert main(["sql", "select model_family, count(*) n, bool_and(correct) ok from native_traces group by 1", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"model_family":"micro-qwen"' in out and '"ok":true' in out
+
+    # An unchanged re-run of sampling is served from the cache.
+    t = time.monotonic()
+    assert main(["run", "--study", "micro", "--select", "key:native_samples or key:native_traces"]) == 0
+    rerun = time.monotonic() - t
+    samples2 = _meta(instance, "native_samples")
+    assert samples2["cache_hits"].value == 240 and samples2["generated"].value == 0
+    assert rerun < cold
+    store = Path(os.environ["QUP_STORE"]) / "tables"
+    first = pd.read_parquet(store / "native_samples" / "micro-qwen.parquet")
+    assert len(first) == 240 and first["problem_id"].nunique() == 60
+    # The model folder is a normal HF folder that loads and generates.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _meta(instance, "base_model")["model_path"].value
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Mia has 3 apples."}], add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert model.generate(ids, max_new_tokens=5, do_sample=False).shape[1] > ids.shape[1]
+
+
+def _cache_lines(store: Path) -> int:
+    return sum(len(p.read_bytes().splitlines()) for p in (store / "cache").rglob("shard-*.jsonl"))
+
+
+@pytest.mark.slow
+def test_sigkill_during_sampling_resumes_from_finished_work(isolated, tmp_path):
+    text = resolve_study_path("micro").read_text().replace("sampling: {n: 4,", "sampling: {n: 24,")
+    study = write_study(tmp_path / "crash.yaml", text)
+    store = Path(os.environ["QUP_STORE"])
+    assert main(["run", "--study", str(study), "--select", "group:problems or key:base_model"]) == 0
+    total = 60 * 24
+    cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study), "--select", "key:native_samples"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and _cache_lines(store) < total // 3:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = _cache_lines(store)
+    assert 0 < finished < total
+    # No partial result is visible: the table was never written.
+    assert not list((store / "tables" / "native_samples").glob("*.parquet")) if (store / "tables" / "native_samples").exists() else True
+
+    # The killed run held the `gpu` pool slot; the re-run marks it failed and frees the slot instead of waiting.
+    assert main(["run", "--study", str(study), "--select", "key:native_samples"]) == 0
+    instance = dg.DagsterInstance.get()
+    assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    meta = _meta(instance, "native_samples")
+    hits = meta["cache_hits"].value
+    assert hits >= finished - 64  # every complete chunk is reused (a torn last chunk is redone)
+    assert hits + meta["generated"].value == total
+    resumed = pd.read_parquet(store / "tables" / "native_samples" / "micro-qwen.parquet")
+
+    # An uninterrupted run with the same seed, from an empty cache, gives the same table.
+    import shutil
+
+    shutil.rmtree(store / "cache")
+    assert main(["run", "--study", str(study), "--select", "key:native_samples"]) == 0
+    assert _meta(dg.DagsterInstance.get(), "native_samples")["cache_hits"].value == 0
+    fresh = pd.read_parquet(store / "tables" / "native_samples" / "micro-qwen.parquet")
+    pd.testing.assert_frame_equal(resumed, fresh)
