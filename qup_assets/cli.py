@@ -116,8 +116,13 @@ def cmd_run(args) -> int:
         families = args.family
     defs = build_definitions(study.source_path)
     graph = defs.resolve_asset_graph()
-    selection = dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
-    keys = selection.resolve(graph)
+    try:
+        selection = dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
+        keys = selection.resolve(graph)
+    except Exception as e:  # noqa: BLE001 - Dagster raises several types for a bad selection
+        print(f"error: invalid --select {args.select!r}: {e}\nexamples: 'group:problems', 'key:native_samples', "
+              "'native_traces+' (it and everything downstream)", file=sys.stderr)
+        return 2
     if not keys:
         print(f"error: selection {args.select!r} matches no asset", file=sys.stderr)
         return 2

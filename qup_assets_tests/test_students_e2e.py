@@ -37,6 +37,23 @@ def test_micro_students_end_to_end_and_cached_rerun(isolated, capsys):
     out = capsys.readouterr().out
     assert '"model_family":"micro-qwen"' in out and '"ok":true' in out
 
+    # Every variant covers exactly the native problem ids and joins with native_traces.
+    assert main(["sql", "select v.model_family, count(*) n, count(distinct v.problem_id) ids from native_traces n "
+                 "join style_aligned_traces v using (model_family, problem_id) group by 1", "--format", "json"]) == 0
+    joined = capsys.readouterr().out
+    native_n = _meta(instance, "native_traces")["dagster/row_count"].value
+    assert f'"n":{native_n}' in joined
+    for v in ["oracle_refined", "oracle_synthesized", "reference", "style_aligned"]:
+        meta = _meta(instance, f"{v}_traces")
+        assert meta["dagster/row_count"].value == native_n
+        assert "| native | variant |" in meta["examples"].value
+    common = _meta(instance, "common_problems")
+    assert common["common_fraction"].value >= 0.5
+    assert main(["sql", "select avg(edit_distance) d from style_aligned_traces union all "
+                 "select avg(edit_distance) from oracle_synthesized_traces", "--format", "json"]) == 0
+    aligned_d, synth_d = [r["d"] for r in __import__("json").loads(capsys.readouterr().out)]
+    assert aligned_d < synth_d
+
     # An unchanged re-run of sampling is served from the cache.
     t = time.monotonic()
     assert main(["run", "--study", "micro", "--select", "key:native_samples or key:native_traces"]) == 0

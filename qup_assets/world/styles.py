@@ -26,10 +26,15 @@ class Style:
 
     def render(self, program: Program, items: str = "items") -> str:
         values = program.values()
-        lines = [self.intro.format(v=program.start, items=items)] if self.intro else []
-        for i, (s, v, r) in enumerate(zip(program.steps, values, values[1:]), start=1):
-            lines.append(self.step.format(i=i, verb=self.verbs[s.op], v=v, op=self.ops[s.op], b=s.arg, r=r, items=items))
-        lines.append(self.answer.format(r=program.answer, items=items))
+        steps = [(v, s.op, s.arg, r) for s, v, r in zip(program.steps, values, values[1:])]
+        return self.render_steps(steps, program.answer, items)
+
+    def render_steps(self, steps: list[tuple], answer, items: str = "items") -> str:
+        """Steps as (a, op, b, r) with op in add/sub/mul/div, then the final answer line."""
+        lines = [self.intro.format(v=steps[0][0] if steps else answer, items=items)] if self.intro else []
+        for i, (a, op, b, r) in enumerate(steps, start=1):
+            lines.append(self.step.format(i=i, verb=self.verbs[op], v=a, op=self.ops[op], b=b, r=r, items=items))
+        lines.append(self.answer.format(r=answer, items=items))
         return self.joiner.join(lines)
 
 

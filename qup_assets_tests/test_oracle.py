@@ -1,0 +1,155 @@
+"""The symbolic Oracle's three tasks, the LLM Oracle's parsing/retries/caching, and hostile Oracle output."""
+
+import json
+
+import pytest
+
+from qup_assets.adaptation.similarity import information_atoms, normalized_edit_distance, semantic_preservation
+from qup_assets.backends.base import Completion
+from qup_assets.backends.cache import ResponseCache
+from qup_assets.oracle.base import OracleItem
+from qup_assets.oracle.llm import LLMOracle, parse_output, prompt_template
+from qup_assets.oracle.symbolic import SymbolicOracle, parse_steps
+from qup_assets.world.generator import generate
+from qup_assets.world.styles import get_style
+
+PROGRAM = json.dumps({"start": 9, "steps": [["sub", 3], ["div", 3], ["mul", 4]]})  # 9 -> 6 -> 2 -> 8
+CORRECT = ("Let's solve this step by step.\nStep 1: Subtract 3: $ 9 - 3 = 6 $\nStep 2: Divide by 3: $ 6 \\div 3 = 2 $\n"
+           "Step 3: Multiply by 4: $ 2 \\times 4 = 8 $\nThe final answer is $\\boxed{8}$.")
+SLIP = CORRECT.replace("$ 9 - 3 = 6 $", "$ 9 - 3 = 7 $").replace("$ 6 \\div 3", "$ 7 \\div 3")
+
+
+def _item(native, program=PROGRAM, answer="8"):
+    return OracleItem("p1", "Mia has 9 apples...", answer, native, program)
+
+
+@pytest.fixture
+def oracle(verifier):
+    return SymbolicOracle(verifier, student_style="qwen")
+
+
+def test_synthesized_traces_verify_everywhere(verifier, oracle):
+    problems = generate(200, seed=11)
+    items = [OracleItem(str(i), p.problem, p.answer, None, p.program.to_json()) for i, p in enumerate(problems)]
+    results = oracle.run("synthesize", items)
+    assert all(r.ok for r in results)
+    assert results[0].completion.startswith("\\(") and " " not in results[0].completion.split("\n")[0]
+
+
+def test_style_align_leaves_a_correct_trace_unchanged(oracle):
+    (r,) = oracle.run("style_align", [_item(CORRECT)])
+    assert r.ok and r.completion == CORRECT and r.repaired_steps == 0
+
+
+def test_style_align_changes_only_the_wrong_step_and_what_follows(oracle):
+    (r,) = oracle.run("style_align", [_item(SLIP)])
+    assert r.ok and r.completion == CORRECT and r.repaired_steps == 2
+    changed = [i for i, (a, b) in enumerate(zip(SLIP.split("\n"), r.completion.split("\n"))) if a != b]
+    assert changed == [1, 2]  # step 1 (the slip) and step 2 (which used its value); nothing else
+    assert normalized_edit_distance(SLIP, r.completion) < 0.02
+
+
+def test_style_align_writes_missing_steps_in_the_students_format(oracle):
+    short = CORRECT.replace("Step 3: Multiply by 4: $ 2 \\times 4 = 8 $\n", "")
+    (r,) = oracle.run("style_align", [_item(short)])
+    assert r.ok and r.completion == CORRECT
+
+
+def test_refine_compacts_every_step_and_keeps_the_answer(oracle):
+    (r,) = oracle.run("refine", [_item(SLIP)])
+    assert r.ok and r.repaired_steps == 2
+    assert "\\(9-3=6\\)" in r.completion and "\\(6\\div3=2\\)" in r.completion and "\\(2\\times4=8\\)" in r.completion
+    assert "$" not in r.completion and r.completion.endswith("Answer: \\(\\boxed{8}\\)")
+    # distance ordering of the paper: style-aligned < refined < synthesized
+    (aligned,) = oracle.run("style_align", [_item(SLIP)])
+    (synth,) = oracle.run("synthesize", [_item(SLIP)])
+    d = [normalized_edit_distance(SLIP, x.completion) for x in (aligned, r, synth)]
+    assert d[0] < d[1] < d[2]
+
+
+def test_without_a_program_arithmetic_is_checked_and_propagated(verifier):
+    text = "We have 4 * 5 = 21.\nThen 21 + 3 = 24.\nThe answer is 23."
+    (r,) = SymbolicOracle(verifier).run("style_align", [_item(text, program=None, answer="23")])
+    assert r.ok and r.completion == "We have 4 * 5 = 20.\nThen 20 + 3 = 23.\nThe answer is 23."
+
+
+def test_llama_style_and_parsing_never_evaluates(verifier):
+    text = get_style("llama").render(generate(1, seed=5)[0].program, "coins")
+    assert parse_steps(text)
+    hostile = "__import__('os').system('x') = 3 and 2 + 2 = 5"
+    assert [(s.a, s.op, s.b, s.r) for s in parse_steps(hostile)] == [(2, "add", 2, 5)]
+
+
+def test_information_atoms_and_preservation():
+    assert "eq:9-3=6" in information_atoms("$ 9 - 3 = 6 $") and "eq:6/3=2" in information_atoms("6 \\div 3 = 2")
+    assert semantic_preservation(CORRECT, CORRECT) == 1.0
+    assert semantic_preservation(CORRECT, "The answer is 8.") < 0.3
+
+
+# ------------------------------------------------------------------ LLM oracle
+
+
+def test_parse_output_tolerates_preambles_fences_and_tags():
+    assert parse_output("Sure! Here is the corrected solution:\n<solution>\nx = 2\n\\boxed{2}\n</solution>") == "x = 2\n\\boxed{2}"
+    assert parse_output("Here is the repaired solution:\n```latex\n2+2=4, \\boxed{4}\n```") == "2+2=4, \\boxed{4}"
+    assert parse_output("Here's the corrected solution:\n2+2=4\n\\boxed{4}") == "2+2=4\n\\boxed{4}"
+    assert parse_output("<solution>unterminated \\boxed{4}") == "unterminated \\boxed{4}"
+    assert parse_output("") is None and parse_output("x" * 30_000) is None
+
+
+class ScriptedLM:
+    """A backend whose replies are given by the test (to feed malformed Oracle output)."""
+
+    fingerprint = "scripted"
+
+    def __init__(self, replies):
+        self.replies, self.calls = list(replies), 0
+
+    def sample(self, requests, params, progress=None):
+        out = []
+        for _ in requests:
+            out.append(Completion(self.replies[min(self.calls, len(self.replies) - 1)], 5, "stop"))
+            self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize(
+    "replies,reason",
+    [
+        (["I cannot solve this."], "answer no_answer"),
+        (["<solution>" + "9" * 50_000 + "</solution>"], "unparsable reply"),
+        (["<solution>\\boxed{__import__('os').system('touch SENTINEL')}</solution>"], "answer wrong"),
+        (["<solution>\\boxed{9^9^9^9}</solution>"], "answer rejected"),
+    ],
+)
+def test_malformed_oracle_output_is_a_recorded_failure(verifier, tmp_path, monkeypatch, replies, reason):
+    monkeypatch.chdir(tmp_path)
+    with ResponseCache(tmp_path, "c") as cache:
+        oracle = LLMOracle(ScriptedLM(replies), cache, verifier, "scripted", max_retries=1)
+        (r,) = oracle.run("refine", [_item(SLIP)])
+    assert not r.ok and r.completion is None and r.attempts == 2 and reason in r.reason
+    assert not (tmp_path / "SENTINEL").exists()
+
+
+def test_retry_with_a_fresh_seed_then_success(verifier, tmp_path):
+    lm = ScriptedLM(["no answer", "<solution>So \\boxed{8}.</solution>"])
+    with ResponseCache(tmp_path, "c") as cache:
+        (r,) = LLMOracle(lm, cache, verifier, "scripted", max_retries=2).run("synthesize", [_item(None)])
+    assert r.ok and r.attempts == 2 and r.completion == "So \\boxed{8}."
+
+
+def test_llm_oracle_with_a_real_tiny_model_is_cached(verifier, tiny_model_dir, tmp_path):
+    from qup_assets.backends.transformers_backend import TransformersBackend
+
+    lm = TransformersBackend(tiny_model_dir)
+    chat = lambda text: lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                         add_generation_prompt=True)
+    items = [_item(SLIP), _item(CORRECT)]
+    with ResponseCache(tmp_path, "o") as cache:
+        first = LLMOracle(lm, cache, verifier, "tiny", max_tokens=48, max_retries=1, chat_format=chat).run("style_align", items)
+        assert cache.misses == 4 - 2 * sum(r.ok and r.attempts == 1 for r in first)
+    with ResponseCache(tmp_path, "o") as cache:
+        again = LLMOracle(lm, cache, verifier, "tiny", max_tokens=48, max_retries=1, chat_format=chat).run("style_align", items)
+        assert cache.misses == 0 and again == first
+    assert all(r.ok or "attempts" in r.reason for r in first)
+    assert "strictly preserve" in prompt_template("style_align").lower()
