@@ -7,7 +7,7 @@ The study is chosen by QUP_STUDY (a name under data/studies or a path, default
 
 import dagster as dg
 
-from qup_assets.assets import problems, students, variants
+from qup_assets.assets import problems, quality, students, variants
 from qup_assets.assets.resources import StudyResource
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.storage.io_manager import StoreIOManager
@@ -18,7 +18,7 @@ def build_definitions(study: str | None = None, store: str | None = None) -> dg.
     study_path = str(resolve_study_path(study))
     store_dir = str(store or store_root())
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([problems, students, variants]),
+        assets=dg.load_assets_from_modules([problems, students, variants, quality]),
         asset_checks=dg.load_asset_checks_from_modules([problems, students, variants]),
         sensors=[build_family_sensor(study_path)],
         resources={

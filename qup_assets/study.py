@@ -134,6 +134,8 @@ class SyntheticStudent(_Strict):
     pretrain_steps: int = Field(500, gt=0)
     pretrain_batch_size: int = Field(32, gt=0)
     pretrain_lr: float = Field(3e-3, gt=0)
+    # Share of pretraining solutions written in other styles (other families, the Oracle, textbooks).
+    foreign_style_share: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
 
 
@@ -219,6 +221,9 @@ class RewardModel(_Strict):
     trust_remote_code: bool = False
     aggregation: Literal["min", "mean", "last"] = "min"
     batch_size: int = Field(8, gt=0)
+    # synthetic RMs only: how many generated problems become preference pairs, and training steps
+    train_problems: int = Field(1000, gt=0)
+    train_steps: int = Field(200, gt=0)
 
     @model_validator(mode="after")
     def _needs_model(self):

@@ -64,12 +64,14 @@ def read_table(store: Path, asset: str, partitions: list[str] | None = None) -> 
     if partitions is None:
         path = table_path(store, asset)
         if not path.is_file():
-            raise FileNotFoundError(f"table {asset!r} has not been materialized (expected {path})")
+            raise FileNotFoundError(f"table {asset!r} has not been materialized (expected {path}); "
+                                    f"materialize it first: qup run --select key:{asset}")
         return pd.read_parquet(path)
     frames = []
     for key in partitions:
         path = table_path(store, asset, key)
         if not path.is_file():
-            raise FileNotFoundError(f"partition {key!r} of {asset!r} has not been materialized (expected {path})")
+            raise FileNotFoundError(f"partition {key!r} of {asset!r} has not been materialized (expected {path}); "
+                                    f"materialize it first: qup run --family {key} --select key:{asset}")
         frames.append(pd.read_parquet(path))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

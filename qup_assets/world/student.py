@@ -130,6 +130,7 @@ def build_synthetic_student(
     The corpus never contains a pool or benchmark problem (`exclude_ids`), so the student
     meets the pool for the first time in rejection sampling.
     """
+    import random
     import shutil
     from pathlib import Path
 
@@ -152,7 +153,19 @@ def build_synthetic_student(
             corpus.append(p)
     corpus = corpus[:want]
     style = get_style(spec.style)
-    completions = [style.render(p.program, p.items) for p in corpus]
+    # Like a real pretraining corpus, a small share of solutions is written by others (other students,
+    # the Oracle, textbooks): the student has seen those styles, but rarely.
+    others = [s for s in STYLES.values() if s.name != spec.style]
+    mix = random.Random(seed)
+    completions = []
+    for p in corpus:
+        r = mix.random()
+        if r < spec.foreign_style_share * 0.75:
+            completions.append(mix.choice(others).render(p.program, p.items))
+        elif r < spec.foreign_style_share:
+            completions.append(textbook_solution(p.program, p.name, p.items))
+        else:
+            completions.append(style.render(p.program, p.items))
     # The tokenizer sees every writer's style (as a real tokenizer sees the web); the model only its own.
     tokenizer_texts = [p.problem for p in corpus] + completions + [
         s.render(p.program, p.items) for p in corpus[:500] for s in STYLES.values() if s.name != spec.style

@@ -1,0 +1,254 @@
+"""The two sides of the paradox before training: adaptation cost (perplexity) for every variant."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from qup_assets.adaptation.perplexity import (
+    attribution_table,
+    cached_logprobs,
+    global_ppl,
+    loss_by_token,
+    quartile_global,
+    trace_metrics,
+)
+from qup_assets.assets.metadata import md_table, png_markdown
+from qup_assets.assets.partitions import model_family
+from qup_assets.assets.resources import StudyResource
+from qup_assets.backends.cache import ResponseCache
+
+ALL_VARIANTS = ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
+ADAPTATION_COLUMNS = ["model_family", "problem_id", "nll", "n_tokens", "ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4",
+                      "semantic_preservation", "edit_distance"]
+
+
+def on_common_set(traces: pd.DataFrame, common: pd.DataFrame) -> pd.DataFrame:
+    """The traces of the family's common problem set, in the common set's order."""
+    ids = common.loc[common["common"], "problem_id"]
+    return ids.to_frame().merge(traces, on="problem_id", how="left")
+
+
+def scoring_backend(family, model_path: str):
+    """NLL is computed locally: the vLLM engine when the family uses vLLM, otherwise transformers."""
+    if family.backend.kind == "vllm":
+        from qup_assets.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model_path, trust_remote_code=family.trust_remote_code)
+    from qup_assets.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(model_path, trust_remote_code=family.trust_remote_code)
+
+
+def _attribution_plot(table: pd.DataFrame, variant: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = range(len(table))
+    ax.bar([i - 0.2 for i in x], table["share"], width=0.4, label=variant)
+    ax.bar([i + 0.2 for i in x], table["share_native"], width=0.4, label="native")
+    ax.set_xticks(list(x), table["token"], rotation=60, fontsize=7)
+    ax.set_ylabel("share of total NLL")
+    ax.legend()
+    ax.set_title(f"tokens carrying the loss: {variant} vs native")
+    md = png_markdown(fig, "token loss attribution")
+    plt.close(fig)
+    return md
+
+
+def build_adaptation_asset(variant: str) -> dg.AssetsDefinition:
+    traces_key = f"{variant}_traces"
+    ins = {"traces": dg.AssetIn(traces_key)}
+    if variant != "native":
+        ins["native_traces"] = dg.AssetIn("native_traces")
+
+    @dg.asset(
+        name=f"{variant}_adaptation",
+        partitions_def=model_family,
+        group_name="students" if variant == "native" else variant,
+        code_version="1",
+        kinds={"parquet"},
+        pool="gpu",
+        ins=ins,
+        description=f"Adaptation cost of {variant} traces under the family's base model, prompt built by the chat "
+        "template exactly as in training: per trace total NLL, tokens, perplexity and perplexity per quartile "
+        "(Q1..Q4), plus semantic preservation and edit distance; on the family's common problem set.",
+    )
+    def _asset(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
+               common_problems: pd.DataFrame, **inputs: pd.DataFrame) -> pd.DataFrame:
+        s = study.load()
+        name = context.partition_key
+        fam = study.family(s, name)
+        started = time.monotonic()
+        traces = on_common_set(inputs["traces"], common_problems)
+        native = on_common_set(inputs.get("native_traces", inputs["traces"]), common_problems)
+        lm = scoring_backend(fam, base_model["path"])
+        with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache:
+            scored = cached_logprobs(lm, cache, list(traces["prompt"]), list(traces["completion"]), progress=context.log.info)
+            native_scored = scored if variant == "native" else cached_logprobs(
+                lm, cache, list(native["prompt"]), list(native["completion"]))
+            hits, misses = cache.hits, cache.misses
+        rows = pd.DataFrame([trace_metrics(t) for t in scored])
+        df = pd.concat([pd.DataFrame({"model_family": name, "problem_id": traces["problem_id"].values}), rows], axis=1)
+        if variant == "native":
+            df["semantic_preservation"], df["edit_distance"] = 1.0, 0.0
+        else:
+            df["semantic_preservation"] = traces["semantic_preservation"].values
+            df["edit_distance"] = traces["edit_distance"].values
+        df = df[ADAPTATION_COLUMNS]
+        table = attribution_table(loss_by_token(scored), loss_by_token(native_scored))
+        quart = quartile_global(df, scored)
+        context.add_output_metadata({
+            "dagster/row_count": len(df),
+            "global_ppl": dg.MetadataValue.float(global_ppl(df)),
+            **{k: dg.MetadataValue.float(v) for k, v in quart.items()},
+            "native_global_ppl": dg.MetadataValue.float(global_ppl(pd.DataFrame([trace_metrics(t) for t in native_scored]))),
+            "mean_tokens": float(df["n_tokens"].mean()) if len(df) else 0.0,
+            "mean_semantic_preservation": dg.MetadataValue.float(float(df["semantic_preservation"].mean())),
+            "mean_edit_distance": dg.MetadataValue.float(float(df["edit_distance"].mean())),
+            "loss_attribution": md_table(table.round(4), max_rows=12),
+            "loss_attribution_plot": dg.MetadataValue.md(_attribution_plot(table, variant)),
+            "cache_hits": hits,
+            "scored": misses,
+            "wall_time_s": round(time.monotonic() - started, 1),
+        })
+        return df
+
+    return _asset
+
+
+adaptation_assets = [build_adaptation_asset(v) for v in ALL_VARIANTS]
+
+
+# ---------------------------------------------------------------- perceived quality: reward models
+
+
+@dg.asset(
+    group_name="reward_models",
+    code_version="1",
+    kinds={"pytorch"},
+    pool="gpu",
+    description="The study's reward models, resolved. A `synthetic` RM is trained here: a small sequence classifier "
+    "(Bradley-Terry) on preference pairs whose chosen side is Oracle-written and correct and whose rejected side is "
+    "corrupted or wrong, as real RMs learn from strong-model preferences. Others are HF folders resolved offline.",
+)
+def reward_model(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
+                 benchmarks: pd.DataFrame) -> dict:
+    from qup_assets.backends.base import BackendError, stable_hash
+    from qup_assets.backends.fingerprint import folder_fingerprint
+    from qup_assets.backends.hub import resolve_model
+    from qup_assets.problems.sources import problem_id
+    from qup_assets.reward.synthetic import train_reward_model
+    from qup_assets.storage.tables import artifact_dir
+    from qup_assets.study import SyntheticSource
+    from qup_assets.world.generator import generate
+
+    s = study.load()
+    out: dict = {}
+    meta: dict = {}
+    for rm in s.reward_models:
+        if rm.kind != "synthetic":
+            try:
+                path = resolve_model(rm.model)
+            except BackendError as e:
+                raise dg.Failure(description=f"reward model {rm.name!r}: {e}") from None
+            out[rm.name] = {"kind": rm.kind, "path": str(path), "fingerprint": folder_fingerprint(path)}
+            meta[f"{rm.name}/path"] = dg.MetadataValue.path(str(path))
+            continue
+        knobs = {"min_steps": 2, "max_steps": 4, "max_operand": 20}
+        if isinstance(s.problems, SyntheticSource):
+            knobs = {"min_steps": s.problems.min_steps, "max_steps": s.problems.max_steps, "max_operand": s.problems.max_operand}
+        exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
+        seed = int(stable_hash("reward-model", rm.name)[:8], 16)
+        problems = [p for p in generate(rm.train_problems, seed, **knobs) if problem_id(p.problem) not in exclude]
+        path = artifact_dir(study.store, "reward_model") / rm.name
+        rep = train_reward_model(problems, path, seed=0, steps=rm.train_steps, log=context.log.info)
+        out[rm.name] = {"kind": rm.kind, "path": rep.path, "fingerprint": folder_fingerprint(rep.path),
+                        "heldout_pair_accuracy": rep.heldout_pair_accuracy}
+        meta.update({
+            f"{rm.name}/heldout_pair_accuracy": dg.MetadataValue.float(rep.heldout_pair_accuracy),
+            f"{rm.name}/pairs": rep.pairs,
+            f"{rm.name}/rejected_side_styles": md_table(pd.DataFrame(
+                {"style": list(rep.rejected_styles), "pairs": list(rep.rejected_styles.values())})),
+            f"{rm.name}/corruptions": md_table(pd.DataFrame(
+                {"corruption": list(rep.corruptions), "pairs": list(rep.corruptions.values())})),
+            f"{rm.name}/note": "chosen side always Oracle-written and correct: this RM rewards the Oracle's style",
+        })
+    context.add_output_metadata(meta)
+    return out
+
+
+def _histogram(scores: pd.DataFrame, variant: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for rm, g in scores.groupby("reward_model"):
+        ax.hist(g["score"], bins=30, alpha=0.6, label=rm)
+    ax.set_xlabel("reward")
+    ax.set_ylabel("traces")
+    ax.set_title(f"{variant}: reward distribution")
+    ax.legend()
+    md = png_markdown(fig, "reward histogram")
+    plt.close(fig)
+    return md
+
+
+def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{variant}_rewards",
+        partitions_def=model_family,
+        group_name="students" if variant == "native" else variant,
+        code_version="1",
+        kinds={"parquet"},
+        pool="gpu",
+        ins={"traces": dg.AssetIn(f"{variant}_traces")},
+        description=f"Perceived quality of {variant} traces: every study reward model scores each (problem, trace) "
+        "pair of the family's common problem set. Long format: model_family, problem_id, reward_model, score.",
+    )
+    def _asset(context: dg.AssetExecutionContext, study: StudyResource, traces: pd.DataFrame,
+               common_problems: pd.DataFrame, problem_pool: pd.DataFrame, reward_model: dict) -> pd.DataFrame:
+        from qup_assets.backends.base import stable_hash
+        from qup_assets.reward.scorers import open_reward_model
+
+        s = study.load()
+        name = context.partition_key
+        t = on_common_set(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
+        frames = []
+        meta: dict = {}
+        for rm in s.reward_models:
+            info = reward_model[rm.name]
+            scorer = open_reward_model(rm.kind, info["path"], batch_size=rm.batch_size,
+                                       trust_remote_code=rm.trust_remote_code, aggregation=rm.aggregation)
+            with ResponseCache(study.cache_dir, "rm-" + scorer.fingerprint[:16]) as cache:
+                keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(t["problem"], t["completion"])]
+                todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
+                if todo:
+                    fresh = scorer.score([t["problem"].iloc[i] for i in todo], [t["completion"].iloc[i] for i in todo])
+                    cache.put_many([(keys[i], {"score": v}) for i, v in zip(todo, fresh)])
+                scores = [cache.get(k)["score"] for k in keys]
+            context.log.info(f"{name} {variant}: {rm.name} scored {len(todo)} new, {len(keys) - len(todo)} cached")
+            df = pd.DataFrame({"model_family": name, "problem_id": t["problem_id"].values, "reward_model": rm.name,
+                               "score": scores})
+            frames.append(df)
+            q = df["score"].quantile([0.1, 0.25, 0.5, 0.75, 0.9])
+            meta.update({
+                f"{rm.name}/mean": dg.MetadataValue.float(float(df["score"].mean())),
+                f"{rm.name}/std": dg.MetadataValue.float(float(df["score"].std())),
+                f"{rm.name}/quantiles": md_table(pd.DataFrame({"q": q.index, "score": q.values.round(4)})),
+            })
+        out = pd.concat(frames, ignore_index=True)
+        meta["dagster/row_count"] = len(out)
+        meta["histogram"] = dg.MetadataValue.md(_histogram(out, variant))
+        context.add_output_metadata(meta)
+        return out
+
+    return _asset
+
+
+reward_assets = [build_rewards_asset(v) for v in ALL_VARIANTS]
