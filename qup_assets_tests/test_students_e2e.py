@@ -54,6 +54,18 @@ def test_micro_students_end_to_end_and_cached_rerun(isolated, capsys):
     aligned_d, synth_d = [r["d"] for r in __import__("json").loads(capsys.readouterr().out)]
     assert aligned_d < synth_d
 
+    # Perceived quality and adaptation cost side by side, per family and variant.
+    union = " union all ".join(
+        f"select '{v}' variant, (select avg(score) from {v}_rewards) reward, "
+        f"(select exp(sum(nll) / sum(n_tokens)) from {v}_adaptation) ppl"
+        for v in ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"])
+    assert main(["sql", union, "--format", "json"]) == 0
+    side = {r["variant"]: r for r in __import__("json").loads(capsys.readouterr().out)}
+    assert side["oracle_synthesized"]["reward"] > side["native"]["reward"]  # the RM prefers the Oracle
+    assert side["oracle_synthesized"]["ppl"] > side["style_aligned"]["ppl"]  # the student does not
+    assert _meta(instance, "reward_model")["synthetic-rm/heldout_pair_accuracy"].value > 0.5
+    assert "| token |" in _meta(instance, "oracle_refined_adaptation")["loss_attribution"].value
+
     # An unchanged re-run of sampling is served from the cache.
     t = time.monotonic()
     assert main(["run", "--study", "micro", "--select", "key:native_samples or key:native_traces"]) == 0

@@ -1,0 +1,148 @@
+"""Reward-model backends on tiny real HF models built here, the synthetic RM, and perplexity maths."""
+
+import math
+import textwrap
+
+import pytest
+
+from qup_assets.adaptation.perplexity import global_ppl, loss_by_token, quartile_ppl, trace_metrics
+from qup_assets.backends.base import TokenLogprobs
+from qup_assets.reward.scorers import OutcomeRM, ProcessRM, SequenceClassifierRM, open_reward_model
+
+PROBLEMS = ["Mia has 3 apples. Then Mia buys 2 more apples. How many?"] * 3
+SOLUTIONS = ["Step 1: Add 2: $ 3 + 2 = 5 $\nThe final answer is $\\boxed{5}$.",
+             "\\(3+2=5\\)\nAnswer: \\(\\boxed{5}\\)",
+             "We start with 3.\n\n- After we add 2, we have 3 + 2 = 6.\n\nThe answer is 6."]
+
+
+def _tiny_config(cls_config, tok, **kw):
+    return cls_config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=1, num_key_value_heads=1, pad_token_id=tok.pad_token_id, **kw)
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_sequence_classifier_rm_scores_do_not_depend_on_batching(tok, tmp_path):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    torch.manual_seed(0)
+    Qwen2ForSequenceClassification(_tiny_config(Qwen2Config, tok, num_labels=1)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    rm = open_reward_model("sequence_classifier", tmp_path, batch_size=3)
+    assert isinstance(rm, SequenceClassifierRM)
+    together = rm.score(PROBLEMS, SOLUTIONS)
+    alone = [rm.score([p], [s])[0] for p, s in zip(PROBLEMS, SOLUTIONS)]
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert len(set(round(x, 6) for x in together)) == 3
+
+
+REMOTE_CODE = textwrap.dedent('''
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    class TinyRMConfig(PretrainedConfig):
+        model_type = "tiny_rm"
+        def __init__(self, vocab_size=1000, hidden_size=16, **kw):
+            self.vocab_size, self.hidden_size = vocab_size, hidden_size
+            super().__init__(**kw)
+
+    class TinyRM(PreTrainedModel):
+        config_class = TinyRMConfig
+        def __init__(self, config):
+            super().__init__(config)
+            self.emb = torch.nn.Embedding(config.vocab_size, config.hidden_size)
+            self.head = torch.nn.Linear(config.hidden_size, 1)
+            self.post_init()
+        def forward(self, input_ids, attention_mask=None, **kw):
+            h = self.emb(input_ids) * attention_mask[..., None]
+            return (self.head(h.sum(1) / attention_mask.sum(1, keepdim=True)),)
+''')
+
+
+def test_outcome_rm_through_automodel_needs_trust_remote_code(tok, tmp_path):
+    import json
+
+    (tmp_path / "tiny_rm.py").write_text(REMOTE_CODE)
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("tiny_rm_local", tmp_path / "tiny_rm.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_rm_local"] = mod
+    spec.loader.exec_module(mod)
+    model = mod.TinyRM(mod.TinyRMConfig(vocab_size=len(tok)))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "tiny_rm.TinyRMConfig", "AutoModel": "tiny_rm.TinyRM"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="trust_remote_code"):
+        OutcomeRM(tmp_path)  # off unless the study turns it on for this model
+    rm = open_reward_model("qwen_outcome", tmp_path, trust_remote_code=True)
+    scores = rm.score(PROBLEMS, SOLUTIONS)
+    assert len(scores) == 3 and all(math.isfinite(s) for s in scores)
+
+
+def test_process_rm_scores_each_step_and_aggregates(tok, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForTokenClassification
+
+    tok = AutoTokenizer.from_pretrained(tok.name_or_path)
+    tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
+    torch.manual_seed(0)
+    Qwen2ForTokenClassification(_tiny_config(Qwen2Config, tok, num_labels=2)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert ProcessRM.split_steps(SOLUTIONS[2]) == ["We start with 3.", "- After we add 2, we have 3 + 2 = 6.", "The answer is 6."]
+    assert ProcessRM.split_steps(SOLUTIONS[0]) == SOLUTIONS[0].split("\n")
+    by = {agg: open_reward_model("process", tmp_path, aggregation=agg).score(PROBLEMS, SOLUTIONS) for agg in ("min", "mean", "last")}
+    for i in range(3):
+        assert 0 <= by["min"][i] <= by["mean"][i] <= 1 and 0 <= by["last"][i] <= 1
+    text = ProcessRM(tmp_path)._texts(PROBLEMS[:1], SOLUTIONS[2:])[0]
+    assert text.count("<extra_0>") == 3
+
+
+def test_synthetic_rm_prefers_oracle_written_correct_solutions(tmp_path):
+    from qup_assets.reward.synthetic import preference_pairs, train_reward_model
+    from qup_assets.world.generator import generate
+    from qup_assets.world.styles import STYLES
+
+    problems = generate(300, seed=3)
+    pairs = preference_pairs(problems, seed=0)
+    assert {p["rejected_style"] for p in pairs} == {"qwen", "llama", "textbook", "oracle"}
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    rep = train_reward_model(problems, tmp_path / "rm", steps=60, log=lambda m: None)
+    assert rep.heldout_pair_accuracy > 0.6
+    rm = SequenceClassifierRM(tmp_path / "rm")
+    test = generate(20, seed=4)
+    oracle = rm.score([p.problem for p in test], [STYLES["oracle"].render(p.program, p.items) for p in test])
+    student = rm.score([p.problem for p in test], [STYLES["qwen"].render(p.program, p.items) for p in test])
+    assert sum(oracle) / 20 > sum(student) / 20  # the RM learned the Oracle's style as "quality"
+
+
+def test_quartile_split_hand_checked():
+    assert quartile_ppl([-1.0] * 4 + [-2.0] * 4) == pytest.approx([math.e, math.e, math.e**2, math.e**2])
+    # 5 tokens split 2/1/1/1: the first quarter gets the extra token
+    q = quartile_ppl([-1.0, -3.0, -2.0, -2.0, -4.0])
+    assert q == pytest.approx([math.e**2, math.e**2, math.e**2, math.e**4])
+    assert all(math.isnan(x) for x in quartile_ppl([-1.0, -1.0])[2:])
+    m = trace_metrics(TokenLogprobs(tokens=list("abcd"), logprobs=[-0.5, -0.5, -1.0, -1.0]))
+    assert m["nll"] == 3.0 and m["n_tokens"] == 4 and m["ppl"] == pytest.approx(math.exp(0.75))
+
+
+def test_global_ppl_is_token_weighted():
+    import pandas as pd
+
+    df = pd.DataFrame({"nll": [1.0, 9.0], "n_tokens": [1, 9]})
+    assert global_ppl(df) == pytest.approx(math.e)  # not the mean of per-trace PPLs
+
+
+def test_loss_attribution_shares():
+    t = [TokenLogprobs(tokens=["\\(", "1", "\\("], logprobs=[-3.0, -1.0, -2.0])]
+    df = loss_by_token(t)
+    assert df.iloc[0]["token"] == "\\(" and df.iloc[0]["share"] == pytest.approx(5 / 6)
