@@ -49,6 +49,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_sampling.py
+	$(BIN)/python bench/bench_quality.py
 
 clean:
 	rm -rf data/store $(DAGSTER_HOME)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from qup_assets.backends.base import ProgressFn, TokenLogprobs, stable_hash
-from qup_assets.backends.cache import ResponseCache
+from qup_assets.backends.cache import ResponseCache, cached_chunks
 
 QUARTILES = ("q1", "q2", "q3", "q4")
 
@@ -25,23 +25,9 @@ def cached_logprobs(lm, cache: ResponseCache, prompts: Sequence[str], completion
                     chunk_size: int = 64, progress: ProgressFn | None = None) -> list[TokenLogprobs]:
     """Token log-probs through the response cache (key: model fingerprint, prompt, completion)."""
     keys = [stable_hash("logprobs", lm.fingerprint, p, c) for p, c in zip(prompts, completions)]
-    out: list[TokenLogprobs | None] = [None] * len(keys)
-    for lo in range(0, len(keys), chunk_size):
-        idx = range(lo, min(lo + chunk_size, len(keys)))
-        hits = [cache.get(keys[i]) for i in idx]
-        if all(h is not None for h in hits):
-            for i, h in zip(idx, hits):
-                out[i] = TokenLogprobs(**h)
-            cache.hits += len(hits)
-            continue
-        scored = lm.logprobs([prompts[i] for i in idx], [completions[i] for i in idx])
-        cache.put_many([(keys[i], s.__dict__) for i, s in zip(idx, scored)])
-        for i, s in zip(idx, scored):
-            out[i] = s
-        cache.misses += len(scored)
-        if progress:
-            progress(f"scored {idx.stop}/{len(keys)} traces")
-    return out  # type: ignore[return-value]
+    return cached_chunks(cache, keys, lambda idx: lm.logprobs([prompts[i] for i in idx], [completions[i] for i in idx]),
+                         encode=lambda t: t.__dict__, decode=lambda h: TokenLogprobs(**h), chunk_size=chunk_size,
+                         progress=progress, label="log-probs")
 
 
 def quartile_ppl(logprobs: Sequence[float]) -> list[float]:

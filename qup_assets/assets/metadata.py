@@ -40,3 +40,18 @@ def png_markdown(fig, title: str = "") -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f"![{title}](data:image/png;base64,{data})"
+
+
+def plot_markdown(draw, title: str, figsize=(5, 3)) -> str:
+    """Draw on a fresh matplotlib Axes with `draw(ax)` and return it as an embedded markdown image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    draw(ax)
+    ax.set_title(title)
+    md = png_markdown(fig, title)
+    plt.close(fig)
+    return md

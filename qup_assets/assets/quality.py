@@ -13,10 +13,10 @@ from qup_assets.adaptation.perplexity import (
     quartile_global,
     trace_metrics,
 )
-from qup_assets.assets.metadata import md_table, png_markdown
+from qup_assets.assets.metadata import md_table, plot_markdown
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
-from qup_assets.backends.cache import ResponseCache
+from qup_assets.backends.cache import ResponseCache, cached_chunks
 
 ALL_VARIANTS = ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
 ADAPTATION_COLUMNS = ["model_family", "problem_id", "nll", "n_tokens", "ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4",
@@ -41,22 +41,15 @@ def scoring_backend(family, model_path: str):
 
 
 def _attribution_plot(table: pd.DataFrame, variant: str) -> str:
-    import matplotlib
+    def draw(ax):
+        x = range(len(table))
+        ax.bar([i - 0.2 for i in x], table["share"], width=0.4, label=variant)
+        ax.bar([i + 0.2 for i in x], table["share_native"], width=0.4, label="native")
+        ax.set_xticks(list(x), table["token"], rotation=60, fontsize=7)
+        ax.set_ylabel("share of total NLL")
+        ax.legend()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    x = range(len(table))
-    ax.bar([i - 0.2 for i in x], table["share"], width=0.4, label=variant)
-    ax.bar([i + 0.2 for i in x], table["share_native"], width=0.4, label="native")
-    ax.set_xticks(list(x), table["token"], rotation=60, fontsize=7)
-    ax.set_ylabel("share of total NLL")
-    ax.legend()
-    ax.set_title(f"tokens carrying the loss: {variant} vs native")
-    md = png_markdown(fig, "token loss attribution")
-    plt.close(fig)
-    return md
+    return plot_markdown(draw, f"tokens carrying the loss: {variant} vs native", figsize=(6, 3))
 
 
 def build_adaptation_asset(variant: str) -> dg.AssetsDefinition:
@@ -182,21 +175,14 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
 
 
 def _histogram(scores: pd.DataFrame, variant: str) -> str:
-    import matplotlib
+    def draw(ax):
+        for rm, g in scores.groupby("reward_model"):
+            ax.hist(g["score"], bins=30, alpha=0.6, label=rm)
+        ax.set_xlabel("reward")
+        ax.set_ylabel("traces")
+        ax.legend()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for rm, g in scores.groupby("reward_model"):
-        ax.hist(g["score"], bins=30, alpha=0.6, label=rm)
-    ax.set_xlabel("reward")
-    ax.set_ylabel("traces")
-    ax.set_title(f"{variant}: reward distribution")
-    ax.legend()
-    md = png_markdown(fig, "reward histogram")
-    plt.close(fig)
-    return md
+    return plot_markdown(draw, f"{variant}: reward distribution")
 
 
 def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
@@ -225,14 +211,12 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
             info = reward_model[rm.name]
             scorer = open_reward_model(rm.kind, info["path"], batch_size=rm.batch_size,
                                        trust_remote_code=rm.trust_remote_code, aggregation=rm.aggregation)
+            problems, comps = list(t["problem"]), list(t["completion"])
+            keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(problems, comps)]
             with ResponseCache(study.cache_dir, "rm-" + scorer.fingerprint[:16]) as cache:
-                keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(t["problem"], t["completion"])]
-                todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
-                if todo:
-                    fresh = scorer.score([t["problem"].iloc[i] for i in todo], [t["completion"].iloc[i] for i in todo])
-                    cache.put_many([(keys[i], {"score": v}) for i, v in zip(todo, fresh)])
-                scores = [cache.get(k)["score"] for k in keys]
-            context.log.info(f"{name} {variant}: {rm.name} scored {len(todo)} new, {len(keys) - len(todo)} cached")
+                scores = cached_chunks(cache, keys, lambda idx: scorer.score([problems[i] for i in idx], [comps[i] for i in idx]),
+                                       encode=lambda v: {"score": v}, decode=lambda h: h["score"],
+                                       progress=context.log.info, label=f"{variant} {rm.name} rewards")
             df = pd.DataFrame({"model_family": name, "problem_id": t["problem_id"].values, "reward_model": rm.name,
                                "score": scores})
             frames.append(df)

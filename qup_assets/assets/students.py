@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import md_table, png_markdown
+from qup_assets.assets.metadata import md_table, plot_markdown
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.backends.base import BackendError, SamplingParams
@@ -19,20 +19,13 @@ from qup_assets.study import SyntheticSource
 
 
 def _loss_plot(curve: list) -> str:
-    import matplotlib
+    def draw(ax):
+        ax.plot([s for s, _ in curve], [l for _, l in curve])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (solution tokens)")
+        ax.set_yscale("log")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([s for s, _ in curve], [l for _, l in curve])
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (solution tokens)")
-    ax.set_yscale("log")
-    ax.set_title("pretraining loss")
-    md = png_markdown(fig, "pretraining loss")
-    plt.close(fig)
-    return md
+    return plot_markdown(draw, "pretraining loss")
 
 
 @dg.asset(

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from qup_assets.backends.base import Completion, LanguageModel, ProgressFn, Request, SamplingParams, stable_hash
 
@@ -71,6 +71,52 @@ def sample_key(fingerprint: str, request: Request, params: SamplingParams) -> st
     return stable_hash("sample", fingerprint, request.prompt, params.key(), request.sample_idx)
 
 
+def cached_chunks(
+    cache: ResponseCache,
+    keys: Sequence[str],
+    compute: Callable[[list[int]], list],
+    encode: Callable[[object], dict],
+    decode: Callable[[dict], object],
+    chunk_size: int = 64,
+    progress: ProgressFn | None = None,
+    label: str = "items",
+) -> list:
+    """Values for `keys` through the cache, computed in fixed chunks of positions by `compute`.
+
+    A chunk is served from the cache only when all of it is cached, otherwise it is computed
+    whole. Fixed chunk boundaries (independent of what is cached) keep batch composition, and so
+    results, identical between an interrupted-and-resumed run and an uninterrupted one.
+    """
+    out: list = [None] * len(keys)
+    started = time.monotonic()
+    computed = 0
+    last_report = 0.0
+    for lo in range(0, len(keys), chunk_size):
+        idx = list(range(lo, min(lo + chunk_size, len(keys))))
+        hit = [cache.get(keys[i]) for i in idx]
+        if all(h is not None for h in hit):
+            for i, h in zip(idx, hit):
+                out[i] = decode(h)
+            cache.hits += len(hit)
+        else:
+            values = compute(idx)
+            cache.put_many([(keys[i], encode(v)) for i, v in zip(idx, values)])
+            for i, v in zip(idx, values):
+                out[i] = v
+            cache.misses += len(values)
+            computed += len(values)
+        now = time.monotonic()
+        done = idx[-1] + 1
+        if progress and (now - last_report > 10 or done == len(keys)):
+            last_report = now
+            rate = computed / max(1e-9, now - started)
+            left = len(keys) - done
+            eta = f"{left / rate:.0f}s" if rate > 0 and left else "-"
+            progress(f"{label}: {done}/{len(keys)} ({100 * done / max(1, len(keys)):.0f}%), "
+                     f"{rate:.1f} computed/s, ETA {eta}, cache hits {cache.hits}")
+    return out
+
+
 def cached_sample(
     lm: LanguageModel,
     cache: ResponseCache,
@@ -80,39 +126,8 @@ def cached_sample(
     progress: ProgressFn | None = None,
     label: str = "samples",
 ) -> list[Completion]:
-    """Sample through the cache in fixed chunks: a chunk is served from the cache only when complete.
-
-    Fixed chunk boundaries (independent of what is cached) keep batch composition, and so
-    results, identical between an interrupted-and-resumed run and an uninterrupted one.
-    """
+    """Samples through the cache (see cached_chunks for why chunks are fixed)."""
     keys = [sample_key(lm.fingerprint, r, params) for r in requests]
-    out: list[Completion | None] = [None] * len(requests)
-    started = time.monotonic()
-    generated = 0
-    last_report = 0.0
-    for lo in range(0, len(requests), chunk_size):
-        idx = range(lo, min(lo + chunk_size, len(requests)))
-        hit = [cache.get(keys[i]) for i in idx]
-        if all(h is not None for h in hit):
-            for i, h in zip(idx, hit):
-                out[i] = Completion(**h)
-            cache.hits += len(hit)
-        else:
-            comps = lm.sample([requests[i] for i in idx], params)
-            cache.put_many([(keys[i], c.__dict__) for i, c in zip(idx, comps)])
-            for i, c in zip(idx, comps):
-                out[i] = c
-            cache.misses += len(comps)
-            generated += len(comps)
-        now = time.monotonic()
-        done = idx.stop
-        if progress and (now - last_report > 10 or done == len(requests)):
-            last_report = now
-            rate = generated / max(1e-9, now - started)
-            left = len(requests) - done
-            eta = f"{left / rate:.0f}s" if rate > 0 and left else "-"
-            progress(
-                f"{label}: {done}/{len(requests)} ({100 * done / max(1, len(requests)):.0f}%), "
-                f"{rate:.1f} generated/s, ETA {eta}, cache hits {cache.hits}"
-            )
-    return out  # type: ignore[return-value]
+    return cached_chunks(cache, keys, lambda idx: lm.sample([requests[i] for i in idx], params),
+                         encode=lambda c: c.__dict__, decode=lambda h: Completion(**h), chunk_size=chunk_size,
+                         progress=progress, label=label)
