@@ -112,3 +112,21 @@ def test_qup_verify_prints_json(capsys):
 def test_run_rejects_unknown_family(isolated, capsys):
     assert main(["run", "--study", "micro", "--family", "nope"]) == 2
     assert "not in study" in capsys.readouterr().err
+
+
+def test_common_set_check_fails_when_too_many_problems_drop(tmp_path):
+    import pandas as pd
+
+    from qup_assets.assets.resources import StudyResource
+    from qup_assets.assets.variants import common_problems_large_enough
+
+    study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path))
+    df = pd.DataFrame({"problem_id": list("abcd"), "common": [True, False, False, False],
+                       "reason": ["", "style_aligned: x", "reference: y", "reference: z"],
+                       "retried_variants": ["oracle_refined", "", "", ""]})
+    res = common_problems_large_enough(study=study, common_problems=df)
+    assert not res.passed
+    assert res.metadata["dropped_share"].value == 0.75 and res.metadata["retried_share"].value == 0.25
+    assert "reference" in res.metadata["dropped_by_variant"].value
+    df["common"] = True
+    assert common_problems_large_enough(study=study, common_problems=df).passed

@@ -194,7 +194,10 @@ def common_problems(context: dg.AssetExecutionContext, native_traces: pd.DataFra
                 "reference": reference_traces, "style_aligned": style_aligned_traces}
     ids = native_traces["problem_id"]
     failed: dict[str, list[str]] = {pid: [] for pid in ids}
+    retried: dict[str, list[str]] = {pid: [] for pid in ids}
     for v, df in variants.items():
+        for pid in df.loc[df["attempts"] > 1, "problem_id"]:
+            retried.setdefault(pid, []).append(v)
         ok = dict(zip(df["problem_id"], df["correct"]))
         why = dict(zip(df["problem_id"], df["reason"]))
         for pid in ids:
@@ -205,19 +208,21 @@ def common_problems(context: dg.AssetExecutionContext, native_traces: pd.DataFra
         "problem_id": ids.values,
         "common": [not failed[p] for p in ids],
         "reason": ["; ".join(failed[p]) for p in ids],
+        "retried_variants": [",".join(retried[p]) for p in ids],
     })
-    retried = {v: float((df["attempts"] > 1).mean()) for v, df in variants.items()}
+    retry_rates = {v: float((df["attempts"] > 1).mean()) for v, df in variants.items()}
     context.add_output_metadata({
         "dagster/row_count": int(out["common"].sum()),
         "native_traces": len(ids),
         "common_fraction": dg.MetadataValue.float(float(out["common"].mean()) if len(out) else 0.0),
-        "retry_rate_by_variant": md_table(pd.DataFrame({"variant": list(retried), "retried": list(retried.values())})),
+        "retry_rate_by_variant": md_table(pd.DataFrame({"variant": list(retry_rates), "retried": list(retry_rates.values())})),
         "left_out": md_table(out.loc[~out["common"], ["problem_id", "reason"]], max_rows=10, width=200),
     })
     return out
 
 
-@dg.asset_check(asset=common_problems, description="The common set is at least study.min_common_fraction of native_traces.")
+@dg.asset_check(asset=common_problems, description="Reports the share of problems whose rewrites were retried or "
+                "dropped; fails when the common set is below study.min_common_fraction of native_traces.")
 def common_problems_large_enough(study: StudyResource, common_problems: pd.DataFrame) -> dg.AssetCheckResult:
     frac = float(common_problems["common"].mean()) if len(common_problems) else 0.0
     need = study.load().min_common_fraction
@@ -225,5 +230,7 @@ def common_problems_large_enough(study: StudyResource, common_problems: pd.DataF
     return dg.AssetCheckResult(
         passed=frac >= need,
         metadata={"common_fraction": frac, "required": need, "dropped": int(len(dropped)),
+                  "dropped_share": float(len(dropped) / max(1, len(common_problems))),
+                  "retried_share": float((common_problems["retried_variants"] != "").mean()) if len(common_problems) else 0.0,
                   "dropped_by_variant": ", ".join(sorted({r.split(":")[0] for rr in dropped for r in rr.split("; ")})) or "none"},
     )
