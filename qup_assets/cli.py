@@ -140,7 +140,8 @@ def cmd_run(args) -> int:
     store = store_root()
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
     print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
-    print(f"  report:  {store / 'reports' / study.name}")
+    report = store / "reports" / study.name
+    print(f"  report:  {report}" if report.exists() else "  report:  none yet (the paradox_report asset is not built in this version)")
     print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     return 0 if ok else 1
 

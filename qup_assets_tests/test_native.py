@@ -40,3 +40,20 @@ def test_sampling_summary():
     samples, _ = _samples()
     s = sampling_summary(samples, 4)
     assert s["pass@1"] == 5 / 12 and s["pass@4"] == 2 / 3 and s["solvable_problems"] == 2
+
+
+def test_native_check_sees_all_families_and_allows_shared_problems(tmp_path):
+    """The check loads every materialized family: the same problem in two families is not a duplicate."""
+    from qup_assets.assets.resources import StudyResource
+    from qup_assets.assets.students import native_traces_verify
+    from qup_assets.study import resolve_study_path
+
+    study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path))
+    rows = pd.DataFrame({"model_family": ["a", "b"], "problem_id": ["p1", "p1"], "answer": ["5", "5"],
+                         "completion": ["so \\boxed{5}", "The answer is 5."]})
+    assert native_traces_verify(study=study, native_traces=rows).passed
+    twice = pd.concat([rows, rows.iloc[:1]])
+    assert not native_traces_verify(study=study, native_traces=twice).passed
+    wrong = rows.assign(completion=["so \\boxed{4}", "The answer is 5."])
+    res = native_traces_verify(study=study, native_traces=wrong)
+    assert not res.passed and res.metadata["failing_ids"].value == "a/p1"

@@ -156,7 +156,14 @@ class _Worker:
         if not self.conn.poll(startup_timeout):
             self.kill()
             raise RuntimeError(f"verifier worker did not start within {startup_timeout}s")
-        self.conn.recv()
+        try:
+            self.conn.recv()
+        except EOFError:
+            self.proc.join(5)
+            raise RuntimeError(
+                f"verifier worker exited at start-up (exit code {self.proc.exitcode}); spawned workers re-import "
+                "the main module, so a script run from stdin or without an `if __name__ == '__main__':` guard fails"
+            ) from None
         self.task: int | None = None
         self.deadline = 0.0
 
