@@ -121,7 +121,7 @@ def cmd_run(args) -> int:
         keys = selection.resolve(graph)
     except Exception as e:  # noqa: BLE001 - Dagster raises several types for a bad selection
         print(f"error: invalid --select {args.select!r}: {e}\nexamples: 'group:problems', 'key:native_samples', "
-              "'native_traces+' (it and everything downstream)", file=sys.stderr)
+              "'key:*_rewards' (wildcards), 'native_traces++' (two layers downstream)", file=sys.stderr)
         return 2
     if not keys:
         print(f"error: selection {args.select!r} matches no asset", file=sys.stderr)
