@@ -112,3 +112,21 @@ def test_truncated_shard_is_skipped_and_its_chunk_recomputed(lm, tmp_path):
     for line in (tmp_path / "m").glob("shard-*.jsonl"):
         for raw in line.read_bytes().splitlines()[:-1]:
             json.loads(raw)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model_dir, monkeypatch):
+    lm = TransformersBackend(tiny_model_dir, batch_size=8)
+    real = lm._sample_batch
+
+    def flaky(requests, params):
+        if len(requests) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(requests, params)
+
+    monkeypatch.setattr(lm, "_sample_batch", flaky)
+    reqs = [Request(p, i) for p in _prompts(lm, 3) for i in range(2)]
+    out = lm.sample(reqs, SamplingParams(temperature=1.0, max_tokens=10))
+    assert len(out) == 6 and lm.batch_size == 2
+    monkeypatch.setattr(lm, "_sample_batch", lambda r, p: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        lm.sample(reqs, SamplingParams(max_tokens=5))

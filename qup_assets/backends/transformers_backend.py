@@ -81,15 +81,16 @@ class TransformersBackend:
             try:
                 out.extend(self._sample_batch(chunk, params))
             except RuntimeError as e:
-                if not _is_oom(e) or self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                self._empty_cache()
+                self._shrink_batch_after(e)
                 continue
             i += len(chunk)
         return out
 
-    def _empty_cache(self) -> None:
+    def _shrink_batch_after(self, e: RuntimeError) -> None:
+        """Out of memory: halve the batch size so the caller retries the same items; anything else is raised."""
+        if not _is_oom(e) or self.batch_size == 1:
+            raise e
+        self.batch_size //= 2
         import torch
 
         if torch.cuda.is_available():
@@ -185,10 +186,7 @@ class TransformersBackend:
                 with torch.inference_mode():
                     logits = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device)).logits.float()
             except RuntimeError as e:
-                if not _is_oom(e) or self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                self._empty_cache()
+                self._shrink_batch_after(e)
                 continue
             logp = torch.log_softmax(logits[:, :-1], dim=-1).cpu()
             for r, j in enumerate(batch):
