@@ -130,3 +130,19 @@ def test_common_set_check_fails_when_too_many_problems_drop(tmp_path):
     assert "reference" in res.metadata["dropped_by_variant"].value
     df["common"] = True
     assert common_problems_large_enough(study=study, common_problems=df).passed
+
+
+def test_code_versions_follow_the_study_sections_each_asset_reads(tmp_path):
+    def versions(text):
+        path = write_study(tmp_path / "s.yaml", text)
+        graph = build_definitions(str(path)).resolve_asset_graph()
+        return {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+
+    base = resolve_study_path("micro").read_text()
+    before = versions(base)
+    after = versions(base.replace("sampling: {n: 4,", "sampling: {n: 6,"))
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"native_samples", "native_traces"}
+    family = "  micro-llama:\n    student: {kind: synthetic, architecture: llama, style: llama}\n"
+    added = versions(base.replace("\noracle:", "\n" + family + "\noracle:", 1))
+    assert added == before  # a new family must not make the existing ones look stale
