@@ -133,10 +133,9 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
     from qup_assets.backends.base import BackendError, stable_hash
     from qup_assets.backends.fingerprint import folder_fingerprint
     from qup_assets.backends.hub import resolve_model
-    from qup_assets.problems.sources import problem_id
+    from qup_assets.problems.sources import problem_id, world_difficulty
     from qup_assets.reward.synthetic import train_reward_model
     from qup_assets.storage.tables import artifact_dir
-    from qup_assets.study import SyntheticSource
     from qup_assets.world.generator import generate
 
     s = study.load()
@@ -151,9 +150,7 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
             out[rm.name] = {"kind": rm.kind, "path": str(path), "fingerprint": folder_fingerprint(path)}
             meta[f"{rm.name}/path"] = dg.MetadataValue.path(str(path))
             continue
-        knobs = {"min_steps": 2, "max_steps": 4, "max_operand": 20}
-        if isinstance(s.problems, SyntheticSource):
-            knobs = {"min_steps": s.problems.min_steps, "max_steps": s.problems.max_steps, "max_operand": s.problems.max_operand}
+        knobs = world_difficulty(s)
         exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
         seed = int(stable_hash("reward-model", rm.name)[:8], 16)
         problems = [p for p in generate(rm.train_problems, seed, **knobs) if problem_id(p.problem) not in exclude]

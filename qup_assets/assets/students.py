@@ -13,9 +13,9 @@ from qup_assets.backends.cache import ResponseCache
 from qup_assets.backends.factory import load_tokenizer, open_backend
 from qup_assets.backends.hub import describe_model, resolve_model
 from qup_assets.backends.prompting import render_prompt
+from qup_assets.problems.sources import world_difficulty
 from qup_assets.sampling.native import sample_native, sampling_summary, select_traces
 from qup_assets.storage.tables import artifact_dir
-from qup_assets.study import SyntheticSource
 
 
 def _loss_plot(curve: list) -> str:
@@ -68,9 +68,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
     from qup_assets.world.student import build_synthetic_student
 
     spec = fam.student
-    knobs = {"min_steps": 2, "max_steps": 4, "max_operand": 20}
-    if isinstance(s.problems, SyntheticSource):
-        knobs = {"min_steps": s.problems.min_steps, "max_steps": s.problems.max_steps, "max_operand": s.problems.max_operand}
+    knobs = world_difficulty(s)
     exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
     out = artifact_dir(study.store, "base_model", name) / "model"
     with study.verifier(s) as verifier:

@@ -45,6 +45,14 @@ class ProblemSet:
         return self.rejected["reason"].str.split(":").str[0].value_counts().to_dict()
 
 
+def world_difficulty(study: Study) -> dict:
+    """Generator knobs matching the study's pool, for corpora generated beside it (student pretraining, RM pairs)."""
+    src = study.problems
+    if isinstance(src, SyntheticSource):
+        return {"min_steps": src.min_steps, "max_steps": src.max_steps, "max_operand": src.max_operand}
+    return {"min_steps": 2, "max_steps": 4, "max_operand": 20}
+
+
 def problem_id(problem: str) -> str:
     """Stable id from the problem text (whitespace and case insensitive)."""
     key = re.sub(r"\s+", " ", problem.strip().lower())
