@@ -259,6 +259,8 @@ class Training(_Strict):
     objectives: list[Literal["sft", "dft"]] = Field(["sft", "dft"], min_length=1)
     lr: float = Field(5e-5, gt=0)
     batch_size: int = Field(256, gt=0)
+    # per device per forward; the rest of batch_size is gradient accumulation
+    micro_batch_size: int = Field(16, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_length: int = Field(4096, gt=0)
     on_overlength: Literal["drop", "fail"] = "drop"

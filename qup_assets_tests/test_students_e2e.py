@@ -66,6 +66,23 @@ def test_micro_students_end_to_end_and_cached_rerun(isolated, capsys):
     assert _meta(instance, "reward_model")["synthetic-rm/heldout_pair_accuracy"].value > 0.5
     assert "| token |" in _meta(instance, "oracle_refined_adaptation")["loss_attribution"].value
 
+    # Utility: every variant has sft and dft checkpoints and Avg@k with a CI per benchmark and objective.
+    for v in ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]:
+        ck = pd.read_parquet(Path(os.environ["QUP_STORE"]) / "tables" / f"{v}_checkpoints" / "micro-qwen.parquet")
+        assert sorted(ck["objective"]) == ["dft", "sft"] and (ck["eos_rate"] > 0).all()
+        assert (ck["examples"] + ck["dropped_overlength"] == common["dagster/row_count"].value).all()
+        assert "data:image/png;base64" in _meta(instance, f"{v}_checkpoints")["loss_curves"].value
+    assert main(["sql", "select objective, benchmark, k, avg_at_k, ci_low, ci_high, n_problems from native_eval "
+                 "union all select objective, benchmark, k, avg_at_k, ci_low, ci_high, n_problems from base_eval",
+                 "--format", "json"]) == 0
+    rows = __import__("json").loads(capsys.readouterr().out)
+    assert {(r["objective"], r["benchmark"]) for r in rows} == {
+        (o, b) for o in ("none", "sft", "dft") for b in ("synth-micro", "macro")}
+    assert all(r["k"] == 2 and r["n_problems"] == 20 and r["ci_low"] <= r["avg_at_k"] <= r["ci_high"] for r in rows)
+    from transformers import AutoModelForCausalLM as _LM
+
+    assert _LM.from_pretrained(ck.loc[ck["objective"] == "dft", "path"].iloc[0]).num_parameters() > 100_000
+
     # An unchanged re-run of sampling is served from the cache.
     t = time.monotonic()
     assert main(["run", "--study", "micro", "--select", "key:native_samples or key:native_traces"]) == 0

@@ -68,12 +68,11 @@ def preference_pairs(problems: list[WorldProblem], seed: int) -> list[dict]:
 def train_reward_model(problems: list[WorldProblem], out_dir: Path, seed: int = 0, steps: int = 300,
                        batch_size: int = 16, lr: float = 2e-3, hidden_size: int = 64, num_layers: int = 2,
                        log=print) -> RewardModelReport:
-    import shutil
-
     import torch
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
     from qup_assets.reward.scorers import rm_text
+    from qup_assets.storage.tables import publish_model_dir
     from qup_assets.world.student import build_tokenizer
 
     pairs = preference_pairs(problems, seed)
@@ -119,12 +118,7 @@ def train_reward_model(problems: list[WorldProblem], out_dir: Path, seed: int = 
         for lo in range(0, len(held), 32):
             b = held[lo : lo + 32]
             wins += int((model(**encode(b, "chosen")).logits[:, 0] > model(**encode(b, "rejected")).logits[:, 0]).sum())
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    publish_model_dir(lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)), out_dir)
     styles: dict = {}
     corruptions: dict = {}
     for pr in pairs:

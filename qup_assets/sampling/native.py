@@ -28,10 +28,14 @@ def sample_native(
     params: SamplingParams,
     verifier: VerifierPool,
     progress: ProgressFn | None = None,
+    label: str = "native samples",
 ) -> pd.DataFrame:
-    """All N samples of every problem, verified; `prompts` is aligned with `problems` rows."""
+    """All N samples of every problem, verified; `prompts` is aligned with `problems` rows.
+
+    Evaluation uses the same function: k samples per benchmark item through the same cache and verifier.
+    """
     requests = [Request(prompt, i) for prompt in prompts for i in range(n)]
-    comps = cached_sample(lm, cache, requests, params, progress=progress, label=f"{family} native samples")
+    comps = cached_sample(lm, cache, requests, params, progress=progress, label=f"{family} {label}")
     golds = [a for a in problems["answer"] for _ in range(n)]
     results = verifier.verify_many([(g, c.text) for g, c in zip(golds, comps)])
     return pd.DataFrame(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -75,3 +76,24 @@ def read_table(store: Path, asset: str, partitions: list[str] | None = None) -> 
                                     f"materialize it first: qup run --family {key} --select key:{asset}")
         frames.append(pd.read_parquet(path))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def publish_model_dir(save, out_dir: Path) -> Path:
+    """Write a model folder atomically: `save(tmp)` fills a sibling temp folder, which then replaces out_dir.
+
+    A reader (or a crashed run) sees the old folder or the new one, never a half-written checkpoint.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(out_dir)
+    try:
+        save(tmp)
+        old = _tmp_sibling(out_dir) if out_dir.exists() else None
+        if old:
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

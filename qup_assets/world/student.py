@@ -131,13 +131,13 @@ def build_synthetic_student(
     meets the pool for the first time in rejection sampling.
     """
     import random
-    import shutil
     from pathlib import Path
 
     from qup_assets.backends.base import Request, SamplingParams, stable_hash
     from qup_assets.backends.prompting import render_prompt
     from qup_assets.backends.transformers_backend import TransformersBackend
     from qup_assets.problems.sources import problem_id
+    from qup_assets.storage.tables import publish_model_dir
     from qup_assets.study import Prompt
     from qup_assets.training.pretrain import encode_examples, pretrain
     from qup_assets.world.generator import generate, textbook_solution
@@ -181,13 +181,12 @@ def build_synthetic_student(
     stats = pretrain(model, tokenizer, examples, spec.pretrain_steps, spec.pretrain_batch_size, spec.pretrain_lr, spec.seed, log)
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    def save(tmp):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+
+    publish_model_dir(save, out_dir)
 
     lm = TransformersBackend(out_dir)
     held = corpus[n_train:]

@@ -1,0 +1,271 @@
+"""The utility side of the paradox: `{variant}_checkpoints`, `{variant}_eval` and `base_eval` per family."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from qup_assets.assets.metadata import md_table, plot_markdown
+from qup_assets.assets.partitions import model_family
+from qup_assets.assets.quality import ALL_VARIANTS, on_common_set
+from qup_assets.assets.resources import StudyResource
+from qup_assets.backends.base import BackendError, SamplingParams
+from qup_assets.backends.cache import ResponseCache
+from qup_assets.backends.factory import load_tokenizer, open_backend
+from qup_assets.backends.prompting import render_prompt
+from qup_assets.evaluation.metrics import EVAL_COLUMNS, MACRO, eval_table, per_problem
+from qup_assets.sampling.native import sample_native
+from qup_assets.storage.tables import artifact_dir, write_parquet_atomic
+from qup_assets.study import Study, Training
+from qup_assets.training.finetune import (
+    FinetuneJob,
+    FinetuneResult,
+    OverlengthError,
+    build_training_set,
+    finetune,
+    stops_with_eos,
+)
+
+CHECKPOINT_COLUMNS = [
+    "model_family", "objective", "lr", "batch_size", "path", "examples", "dropped_overlength", "steps",
+    "tokens_trained", "train_loss", "eos_rate", "wall_time_s",
+]
+
+
+def grid_points(training: Training) -> list[tuple[str, float, int]]:
+    """(objective, lr, batch_size) for every checkpoint the study asks for; the grid replaces lr x batch."""
+    lrs = training.grid.lr if training.grid else [training.lr]
+    batches = training.grid.batch_size if training.grid else [training.batch_size]
+    return [(o, lr, b) for o in training.objectives for lr in lrs for b in batches]
+
+
+def point_name(objective: str, lr: float, batch_size: int, training: Training) -> str:
+    return objective if not training.grid else f"{objective}-lr{lr:g}-bs{batch_size}"
+
+
+def _group(variant: str) -> str:
+    return "students" if variant == "native" else variant
+
+
+def _run_accelerate(context: dg.AssetExecutionContext, job: FinetuneJob, records: list[dict],
+                    training: Training) -> FinetuneResult:
+    """Several devices: `accelerate launch` in a subprocess through Dagster Pipes; rank 0 reports back."""
+    job_dir = Path(job.out_dir).parent / f".{Path(job.out_dir).name}.job"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "job.json").write_text(json.dumps(asdict(job)))
+    (job_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (job_dir / "result.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(training.num_processes),
+           "-m", "qup_assets.training.launch", str(job_dir)]
+    # A Pipes session rather than PipesSubprocessClient: the asset returns its table through the IO manager,
+    # while the launched ranks only stream logs (rank 0) into this run's log.
+    with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
+                               message_reader=dg.PipesTempFileMessageReader()) as session:
+        proc = subprocess.run(cmd, env={**os.environ, **session.get_bootstrap_env_vars()})
+    if proc.returncode != 0 or not (job_dir / "result.json").exists():
+        raise dg.Failure(description=f"accelerate launch exited with code {proc.returncode} for {job.out_dir}; "
+                         f"the job is kept in {job_dir} (run the command by hand to debug: {' '.join(cmd)})")
+    result = json.loads((job_dir / "result.json").read_text())
+    result["loss_curve"] = [tuple(p) for p in result["loss_curve"]]
+    return FinetuneResult(**result)
+
+
+def _loss_plot(curves: dict[str, list], title: str) -> str:
+    def draw(ax):
+        for name, curve in curves.items():
+            ax.plot([s for s, _ in curve], [l for _, l in curve], label=name)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss (completion tokens)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+
+    return plot_markdown(draw, title)
+
+
+def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{variant}_checkpoints",
+        partitions_def=model_family,
+        group_name=_group(variant),
+        code_version="1",
+        kinds={"pytorch"},
+        pool="gpu",
+        ins={"traces": dg.AssetIn(f"{variant}_traces")},
+        description=f"The family's base model fine-tuned on {variant} traces of its common problem set with TRL's "
+        "SFTTrainer: one HF model folder per objective (sft = NLL, dft = SFTConfig(loss_type='dft')) and grid point, "
+        "loss on the completion only, eos appended, written atomically. Overlength traces are dropped with a count "
+        "(or refused), never cut.",
+    )
+    def _asset(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict, traces: pd.DataFrame,
+               common_problems: pd.DataFrame, problem_pool: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        s = study.load()
+        name = context.partition_key
+        fam = study.family(s, name)
+        tr = s.training
+        t = on_common_set(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
+        tok = load_tokenizer(base_model["path"], fam.trust_remote_code)
+        try:
+            data = build_training_set(tok, fam.prompt, list(t["problem_id"]), list(t["problem"]),
+                                      list(t["completion"]), tr.max_length, tr.on_overlength)
+        except OverlengthError as e:
+            raise dg.Failure(description=f"{name}/{variant}: {e}") from None
+        if data.dropped:
+            context.log.warning(f"{name}/{variant}: dropped {len(data.dropped)} overlength traces "
+                                f"({data.drop_rate:.1%}) over max_length={tr.max_length}")
+        probe = [render_prompt(tok, fam.prompt, p) for p in t["problem"].head(8)]
+        rows, curves = [], {}
+        out_root = artifact_dir(study.store, f"{variant}_checkpoints", name)
+        for objective, lr, batch in grid_points(tr):
+            point = point_name(objective, lr, batch, tr)
+            job = FinetuneJob(base_model=base_model["path"], out_dir=str(out_root / point), objective=objective,
+                              lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
+                              max_length=tr.max_length, seed=tr.seed,
+                              lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code)
+            context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
+            if tr.launcher == "accelerate":
+                res = _run_accelerate(context, job, data.records, tr)
+            else:
+                res = finetune(job, data.records, log=context.log.info)
+            eos = stops_with_eos(res.path, probe, s.evaluation.max_tokens, fam.trust_remote_code)
+            if eos == 0:
+                raise dg.Failure(description=f"{name}/{variant}/{point}: the fine-tuned model never emits eos on "
+                                 f"{len(probe)} training prompts; check the chat template's end-of-turn token")
+            curves[point] = res.loss_curve
+            rows.append({"model_family": name, "objective": objective, "lr": lr, "batch_size": batch,
+                         "path": res.path, "examples": res.examples, "dropped_overlength": len(data.dropped),
+                         "steps": res.steps, "tokens_trained": res.tokens_trained, "train_loss": res.train_loss,
+                         "eos_rate": eos, "wall_time_s": res.wall_time_s})
+        df = pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
+        # An explicit Output: a Pipes session (the accelerate launcher) requires a typed event stream.
+        return dg.Output(df, metadata={
+            "dagster/row_count": len(df),
+            "checkpoints": md_table(df.drop(columns=["model_family"]), max_rows=20, width=120),
+            "loss_curves": dg.MetadataValue.md(_loss_plot(curves, f"{name}: fine-tuning on {variant}")),
+            "examples": len(data.records),
+            "dropped_overlength": len(data.dropped),
+            "drop_rate": dg.MetadataValue.float(data.drop_rate),
+            "max_tokens_per_example": max(data.lengths, default=0),
+            "tokens_trained": int(df["tokens_trained"].sum()),
+            "steps": int(df["steps"].sum()),
+            "wall_time_s": float(df["wall_time_s"].sum()),
+            "launcher": tr.launcher,
+            "checkpoint_dir": dg.MetadataValue.path(str(out_root)),
+        })
+
+    return _asset
+
+
+checkpoint_assets = [build_checkpoints_asset(v) for v in ALL_VARIANTS]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(context: dg.AssetExecutionContext, study: StudyResource, s: Study, family: str, model_path: str,
+             benchmarks: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """k verified samples per benchmark item from one model: (summary rows, per-problem rows, cache stats)."""
+    fam = study.family(s, family)
+    ev = s.evaluation
+    try:
+        lm = open_backend(fam, model_path, seed=ev.seed)
+    except BackendError as e:
+        raise dg.Failure(description=f"{family}/{label}: {e}") from None
+    tok = load_tokenizer(model_path, fam.trust_remote_code)
+    prompts = [render_prompt(tok, fam.prompt, p) for p in benchmarks["problem"]]
+    params = SamplingParams(temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_tokens, seed=ev.seed)
+    with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache, study.verifier(s) as verifier:
+        samples = sample_native(lm, cache, family, benchmarks, prompts, ev.k, params, verifier,
+                                progress=context.log.info, label=f"{label} eval")
+        stats = {"cache_hits": cache.hits, "generated": cache.misses}
+    samples["benchmark"] = [b for b in benchmarks["benchmark"] for _ in range(ev.k)]
+    table = eval_table(samples, ev.k, ev.bootstrap_samples, ev.seed)
+    return table, per_problem(samples), stats
+
+
+def _eval_frame(rows: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(rows, ignore_index=True)[EVAL_COLUMNS]
+
+
+def _eval_metadata(df: pd.DataFrame, per_problem_path: Path, stats: dict, started: float) -> dict:
+    macro = df[df["benchmark"] == MACRO]
+    show = df.assign(ci=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(df["ci_low"], df["ci_high"])])
+    meta = {
+        "dagster/row_count": len(df),
+        "avg_at_k": md_table(show[["objective", "lr", "batch_size", "benchmark", "avg_at_k", "ci", "pass_at_k",
+                                   "n_problems", "no_answer_rate", "truncation_rate"]].round(4), max_rows=60),
+        "per_problem": dg.MetadataValue.path(str(per_problem_path)),
+        "wall_time_s": round(time.monotonic() - started, 1),
+        **stats,
+    }
+    for _, r in macro.iterrows():
+        meta[f"macro_avg_at_k/{r['objective']}"] = dg.MetadataValue.float(float(r["avg_at_k"]))
+    return meta
+
+
+def build_eval_asset(variant: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{variant}_eval",
+        partitions_def=model_family,
+        group_name=_group(variant),
+        code_version="1",
+        kinds={"parquet"},
+        pool="gpu",
+        ins={"checkpoints": dg.AssetIn(f"{variant}_checkpoints")},
+        description=f"Benchmark accuracy of every {variant} checkpoint: k samples per item at the study's temperature "
+        "and max tokens, verified; Avg@k with a bootstrap 95% CI over problems, pass@k, answer-extraction failure "
+        "and truncation rates, per benchmark and macro-averaged. Per-problem accuracies are kept beside the table.",
+    )
+    def _asset(context: dg.AssetExecutionContext, study: StudyResource, checkpoints: pd.DataFrame,
+               benchmarks: pd.DataFrame) -> pd.DataFrame:
+        s = study.load()
+        name = context.partition_key
+        started = time.monotonic()
+        tables, problems, stats = [], [], {"cache_hits": 0, "generated": 0}
+        for _, ck in checkpoints.iterrows():
+            if not Path(ck["path"]).is_dir():
+                raise dg.Failure(description=f"{name}/{variant}: checkpoint folder {ck['path']} is missing; "
+                                 f"re-materialize {variant}_checkpoints for partition {name}")
+            label = f"{variant}/{point_name(ck['objective'], ck['lr'], ck['batch_size'], s.training)}"
+            table, probs, st = evaluate(context, study, s, name, ck["path"], benchmarks, label)
+            ident = {"model_family": name, "objective": ck["objective"], "lr": ck["lr"], "batch_size": ck["batch_size"]}
+            tables.append(table.assign(**ident))
+            problems.append(probs.assign(**ident))
+            stats = {k: stats[k] + st[k] for k in stats}
+        df = _eval_frame(tables)
+        pp = write_parquet_atomic(pd.concat(problems, ignore_index=True),
+                                  artifact_dir(study.store, f"{variant}_eval", name) / "per_problem.parquet")
+        context.add_output_metadata(_eval_metadata(df, pp, stats, started))
+        return df
+
+    return _asset
+
+
+eval_assets = [build_eval_asset(v) for v in ALL_VARIANTS]
+
+
+@dg.asset(
+    partitions_def=model_family,
+    group_name="students",
+    code_version="1",
+    kinds={"parquet"},
+    pool="gpu",
+    description="Benchmark accuracy of the family's base model before any fine-tuning (objective 'none'): the "
+    "reference line every variant's checkpoints are compared with. Same protocol as the variants' eval.",
+)
+def base_eval(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
+              benchmarks: pd.DataFrame) -> pd.DataFrame:
+    s = study.load()
+    name = context.partition_key
+    started = time.monotonic()
+    table, probs, stats = evaluate(context, study, s, name, base_model["path"], benchmarks, "base")
+    ident = {"model_family": name, "objective": "none", "lr": float("nan"), "batch_size": 0}
+    df = _eval_frame([table.assign(**ident)])
+    pp = write_parquet_atomic(probs.assign(**ident), artifact_dir(study.store, "base_eval", name) / "per_problem.parquet")
+    context.add_output_metadata(_eval_metadata(df, pp, stats, started))
+    return df

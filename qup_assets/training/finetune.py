@@ -1,0 +1,220 @@
+"""Fine-tuning a student on one variant's traces with TRL: SFT (NLL) or DFT, one run per grid point.
+
+The data is prompt-completion through the family's prompt: conversational messages when the family
+uses its chat template (the template closes the assistant turn with the end-of-turn token, which is the
+tokenizer's eos), or the rendered plain prompt with eos appended. The loss is on the completion only.
+Traces longer than max_length are counted before training and dropped or refused, never cut: a cut
+trace teaches the model to stop before its final answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from qup_assets.backends.prompting import messages, render_prompt
+from qup_assets.study import Prompt
+
+
+class OverlengthError(ValueError):
+    """Traces exceed max_length and the study says `on_overlength: fail`."""
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """Everything one training run needs; JSON-serializable so an `accelerate launch` process can read it."""
+
+    base_model: str
+    out_dir: str
+    objective: str  # "sft" (NLL) | "dft"
+    lr: float
+    batch_size: int  # effective batch: micro batch x accumulation x processes
+    micro_batch_size: int
+    epochs: float
+    max_length: int
+    seed: int
+    lora: dict | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class FinetuneResult:
+    path: str
+    objective: str
+    lr: float
+    batch_size: int
+    examples: int
+    steps: int
+    tokens_trained: int  # completion tokens seen, all epochs
+    train_loss: float
+    wall_time_s: float
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainingSet:
+    records: list[dict]
+    problem_ids: list[str]
+    lengths: list[int]  # prompt + completion tokens of each kept record
+    dropped: list[str]  # problem ids over max_length
+
+    @property
+    def drop_rate(self) -> float:
+        return len(self.dropped) / max(1, len(self.dropped) + len(self.records))
+
+
+def build_training_set(tokenizer, prompt: Prompt, problem_ids: Sequence[str], problems: Sequence[str],
+                       completions: Sequence[str], max_length: int, on_overlength: str = "drop") -> TrainingSet:
+    """Prompt-completion records in TRL's format, with their token lengths; overlength ones dropped or refused."""
+    chat = prompt.format == "chat_template"
+    kept, ids, lengths, dropped = [], [], [], []
+    for pid, problem, completion in zip(problem_ids, problems, completions):
+        if chat:
+            msgs = messages(problem, prompt)
+            rec = {"prompt": msgs, "completion": [{"role": "assistant", "content": completion}]}
+            text = tokenizer.apply_chat_template(msgs + rec["completion"], tokenize=False)
+        else:
+            rec = {"prompt": render_prompt(tokenizer, prompt, problem), "completion": completion + tokenizer.eos_token}
+            text = rec["prompt"] + rec["completion"]
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n > max_length:
+            dropped.append(pid)
+            continue
+        kept.append(rec)
+        ids.append(pid)
+        lengths.append(n)
+    if dropped and on_overlength == "fail":
+        raise OverlengthError(
+            f"{len(dropped)} of {len(problem_ids)} traces are longer than training.max_length={max_length} tokens "
+            f"(first: {dropped[:5]}); raise max_length or set training.on_overlength: drop")
+    return TrainingSet(kept, ids, lengths, dropped)
+
+
+def completion_tokens(tokenizer, records: Sequence[dict]) -> int:
+    total = 0
+    for r in records:
+        c = r["completion"]
+        total += len(tokenizer(c if isinstance(c, str) else c[0]["content"], add_special_tokens=False)["input_ids"]) + 1
+    return total
+
+
+def _lora_config(lora: dict):
+    try:
+        from peft import LoraConfig
+    except ImportError:  # pragma: no cover - peft is a dependency; this guards a broken install
+        raise RuntimeError("training.lora is set but peft is not installed: pip install peft") from None
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
+    """TRL's SFTConfig for a job: DFT is `loss_type="dft"`, the loss is on completions only."""
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    micro = min(job.micro_batch_size, job.batch_size)
+    return SFTConfig(
+        output_dir=output_dir,
+        loss_type="nll" if job.objective == "sft" else "dft",
+        learning_rate=job.lr,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=max(1, job.batch_size // (micro * world_size)),
+        num_train_epochs=job.epochs,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        weight_decay=0.0,
+        max_length=job.max_length,
+        completion_only_loss=True,
+        packing=False,
+        seed=job.seed,
+        data_seed=job.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+    )
+
+
+def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print,
+             is_main: bool | None = None) -> FinetuneResult:
+    """Train, then publish the model folder atomically (main process only) and return what happened."""
+    import torch
+    from datasets import Dataset, disable_progress_bars
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
+    from transformers.utils import logging as hf_logging
+    from trl import SFTTrainer
+
+    from qup_assets.storage.tables import publish_model_dir
+
+    if not records:
+        raise ValueError("no training examples left (all traces dropped as overlength?)")
+    started = time.monotonic()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()  # datasets' map bars; Progress reports to the run log instead
+    set_seed(job.seed)
+    tok = AutoTokenizer.from_pretrained(job.base_model, trust_remote_code=job.trust_remote_code)
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=dtype, trust_remote_code=job.trust_remote_code)
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs and (state.global_step % 10 == 0 or state.global_step == state.max_steps):
+                log(f"{job.objective} lr={job.lr:g} bs={job.batch_size}: step {state.global_step}/{state.max_steps} "
+                    f"loss {logs['loss']:.4f}")
+
+    out = Path(job.out_dir)
+    work = out.parent / f".{out.name}.trainer"
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(job, str(work), world_size=world),
+        train_dataset=Dataset.from_list(records),
+        processing_class=tok,
+        peft_config=_lora_config(job.lora) if job.lora else None,
+        callbacks=[Progress()],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; Progress reports instead
+    trained = trainer.train()
+    curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
+    main = trainer.accelerator.is_main_process if is_main is None else is_main
+    if main:
+        final = trainer.model
+        if job.lora:
+            final = final.merge_and_unload()
+        final = trainer.accelerator.unwrap_model(final)
+        final.generation_config.eos_token_id = tok.eos_token_id
+        final.generation_config.pad_token_id = tok.pad_token_id
+
+        def save(tmp):
+            final.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (Path(tmp) / "qup_training.json").write_text(json.dumps(asdict(job), indent=2, sort_keys=True))
+
+        publish_model_dir(save, out)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return FinetuneResult(
+        path=str(out), objective=job.objective, lr=job.lr, batch_size=job.batch_size, examples=len(records),
+        steps=int(trainer.state.global_step), tokens_trained=int(completion_tokens(tok, records) * job.epochs),
+        train_loss=float(trained.training_loss), wall_time_s=round(time.monotonic() - started, 1), loss_curve=curve,
+    )
+
+
+def stops_with_eos(model_dir: str, prompts: Sequence[str], max_tokens: int, trust_remote_code: bool = False) -> float:
+    """Share of greedy generations that end with eos before max_tokens: a model that never stops is broken."""
+    from qup_assets.backends.base import Request, SamplingParams
+    from qup_assets.backends.transformers_backend import TransformersBackend
+
+    lm = TransformersBackend(model_dir, trust_remote_code=trust_remote_code)
+    outs = lm.sample([Request(p) for p in prompts], SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    return sum(o.finish_reason == "stop" for o in outs) / max(1, len(outs))
