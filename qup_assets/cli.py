@@ -140,10 +140,35 @@ def cmd_run(args) -> int:
     store = store_root()
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
     print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
-    report = store / "reports" / study.name
-    print(f"  report:  {report}" if report.exists() else "  report:  none yet (the paradox_report asset is not built in this version)")
     print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    if ok and (store / "reports" / study.name / "headline.txt").exists():
+        print()
+        print_report(store / "reports" / study.name)
     return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_report(report: Path) -> None:
+    verdict = json.loads((report / "verdict.json").read_text(encoding="utf-8"))
+    print("Table 1 (mean reward and Avg@k with 95% CIs):\n")
+    print((report / "headline.txt").read_text(encoding="utf-8"))
+    print()
+    for line in verdict["verdict"]:
+        print(line)
+    print(f"\nreport: {report / 'report.md'}\n        {report / 'report.html'}")
+
+
+def cmd_report(args) -> int:
+    study = load_study(args.study)
+    report = store_root() / "reports" / study.name
+    if not (report / "headline.txt").exists():
+        print(f"error: no report for study {study.name!r} under {report}; build it with: qup run --study {study.name}"
+              " (or materialize paradox_report in the UI)", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0
 
 
 # ---------------------------------------------------------------- plan
@@ -291,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--family", action="append", help="only this family's partition (repeatable)")
     r.add_argument("--select", help="Dagster asset selection, e.g. 'problem_pool' or 'group:problems'")
     r.set_defaults(fn=cmd_run)
+
+    rp = sub.add_parser("report", help="print the paradox report's headline table, verdict and path")
+    study_arg(rp)
+    rp.set_defaults(fn=cmd_report)
 
     pl = sub.add_parser("plan", help="families, assets, partitions and a compute estimate")
     study_arg(pl)

@@ -7,7 +7,7 @@ The study is chosen by QUP_STUDY (a name under data/studies or a path, default
 
 import dagster as dg
 
-from qup_assets.assets import problems, quality, students, training, variants
+from qup_assets.assets import problems, quality, report, students, training, variants
 from qup_assets.assets.resources import StudyResource
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.storage.io_manager import StoreIOManager
@@ -28,6 +28,7 @@ STUDY_INPUTS = {
     **{f"{v}_checkpoints": ("training",) for v in quality.ALL_VARIANTS},
     **{f"{v}_eval": ("evaluation", "verification", "training") for v in quality.ALL_VARIANTS},
     "base_eval": ("evaluation", "verification"),
+    "paradox_report": ("training", "evaluation"),
 }
 
 
@@ -46,7 +47,7 @@ def build_definitions(study: str | None = None, store: str | None = None) -> dg.
     study_path = str(resolve_study_path(study))
     store_dir = str(store or store_root())
     return dg.Definitions(
-        assets=_versioned(dg.load_assets_from_modules([problems, students, variants, quality, training]), load_study(study_path)),
+        assets=_versioned(dg.load_assets_from_modules([problems, students, variants, quality, training, report]), load_study(study_path)),
         asset_checks=dg.load_asset_checks_from_modules([problems, students, variants]),
         sensors=[build_family_sensor(study_path)],
         resources={

@@ -34,7 +34,7 @@ from qup_assets.training.finetune import (
 
 CHECKPOINT_COLUMNS = [
     "model_family", "objective", "lr", "batch_size", "path", "examples", "dropped_overlength", "steps",
-    "tokens_trained", "train_loss", "eos_rate", "wall_time_s",
+    "tokens_trained", "train_loss", "eos_rate", "wall_time_s", "loss_curve",
 ]
 
 
@@ -93,7 +93,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
         name=f"{variant}_checkpoints",
         partitions_def=model_family,
         group_name=_group(variant),
-        code_version="1",
+        code_version="2",
         kinds={"pytorch"},
         pool="gpu",
         ins={"traces": dg.AssetIn(f"{variant}_traces")},
@@ -140,12 +140,12 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
             rows.append({"model_family": name, "objective": objective, "lr": lr, "batch_size": batch,
                          "path": res.path, "examples": res.examples, "dropped_overlength": len(data.dropped),
                          "steps": res.steps, "tokens_trained": res.tokens_trained, "train_loss": res.train_loss,
-                         "eos_rate": eos, "wall_time_s": res.wall_time_s})
+                         "eos_rate": eos, "wall_time_s": res.wall_time_s, "loss_curve": json.dumps(res.loss_curve)})
         df = pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
         # An explicit Output: a Pipes session (the accelerate launcher) requires a typed event stream.
         return dg.Output(df, metadata={
             "dagster/row_count": len(df),
-            "checkpoints": md_table(df.drop(columns=["model_family"]), max_rows=20, width=120),
+            "checkpoints": md_table(df.drop(columns=["model_family", "loss_curve"]), max_rows=20, width=120),
             "loss_curves": dg.MetadataValue.md(_loss_plot(curves, f"{name}: fine-tuning on {variant}")),
             "examples": len(data.records),
             "dropped_overlength": len(data.dropped),

@@ -1,0 +1,105 @@
+"""`paradox_report`: what a researcher opens. Tables, correlations, plots and a generated verdict."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from qup_assets.assets.metadata import md_table
+from qup_assets.assets.quality import ALL_VARIANTS
+from qup_assets.assets.resources import StudyResource
+from qup_assets.report.analysis import (
+    correlation_table,
+    correlations,
+    family_data,
+    gap_sentences,
+    paired_differences,
+    paper_correlations,
+    verdict,
+)
+from qup_assets.report.render import Report, data_uri, make_plots, markdown, table1_display, write_report
+from qup_assets.report.tables import table1, table2
+from qup_assets.storage.tables import artifact_dir
+
+_INS = {
+    **{f"{v}_{kind}": dg.AssetIn(f"{v}_{kind}") for v in ALL_VARIANTS
+       for kind in ("rewards", "adaptation", "checkpoints", "eval")},
+    "base_eval": dg.AssetIn("base_eval"),
+}
+
+
+def report_dir(store, study_name: str):
+    return store / "reports" / study_name
+
+
+def _per_problem(store, variant: str, families: list[str]) -> pd.DataFrame:
+    frames = []
+    for fam in families:
+        path = artifact_dir(store, f"{variant}_eval", fam) / "per_problem.parquet"
+        if not path.is_file():
+            raise dg.Failure(description=f"{path} is missing: re-materialize {variant}_eval for partition {fam}")
+        frames.append(pd.read_parquet(path))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _loss_curves(checkpoints: dict[str, pd.DataFrame], lr: float, batch_size: int) -> dict:
+    out = {}
+    for v, ck in checkpoints.items():
+        if "loss_curve" not in ck.columns:
+            continue
+        for _, r in ck.iterrows():
+            if r["lr"] == lr and r["batch_size"] == batch_size:
+                out[(r["model_family"], v, r["objective"])] = [tuple(p) for p in json.loads(r["loss_curve"])]
+    return out
+
+
+@dg.asset(
+    group_name="report",
+    code_version="1",
+    kinds={"markdown", "html"},
+    ins=_INS,
+    description="The paradox report: Table 1 (mean reward per RM and Avg@k per objective, with CIs, per family), "
+    "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), Spearman and Kendall rank "
+    "correlations of reward and of PPL with accuracy (per family and pooled, bootstrap intervals), a verdict "
+    "generated from those intervals, plots, and the paper's published numbers for reference. Written to "
+    "QUP_STORE/reports/<study>/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
+)
+def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **inputs: pd.DataFrame) -> dict:
+    s = study.load()
+    tr, ev = s.training, s.evaluation
+    rewards = {v: inputs[f"{v}_rewards"] for v in ALL_VARIANTS}
+    adaptation = {v: inputs[f"{v}_adaptation"] for v in ALL_VARIANTS}
+    evals = {v: inputs[f"{v}_eval"] for v in ALL_VARIANTS}
+    checkpoints = {v: inputs[f"{v}_checkpoints"] for v in ALL_VARIANTS}
+    families = sorted(set.intersection(*[set(e["model_family"]) for e in evals.values()]))
+    context.log.info(f"report over families {families}")
+    per_problem = {v: _per_problem(study.store, v, families) for v in ALL_VARIANTS}
+    objectives = list(tr.objectives)
+    samples = min(ev.bootstrap_samples, 1000)
+    fams = [f for f in (family_data(name, rewards, adaptation, per_problem, objectives) for name in families) if f]
+    corrs = correlations(fams, objectives, samples, ev.seed)
+    diffs = paired_differences(fams, objectives, samples, ev.seed)
+    rep = Report(
+        study=s.name, description=s.description,
+        synthetic=all(f.student.kind == "synthetic" for f in s.families.values()) and s.oracle.kind == "symbolic",
+        objectives=objectives, reward_models=[rm.name for rm in s.reward_models], k=ev.k,
+        table1=table1(rewards, evals, inputs["base_eval"], objectives, tr.lr, tr.batch_size, samples, ev.seed),
+        table2=table2(adaptation, rewards, evals, objectives, tr.lr, tr.batch_size),
+        correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
+        verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs),
+        loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size),
+    )
+    rep.plots = make_plots(rep)
+    out = report_dir(study.store, s.name)
+    paths = write_report(rep, out)
+    for line in rep.verdict:
+        context.log.info(line)
+    context.add_output_metadata({
+        "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + [""] + rep.gaps)),
+        "report": dg.MetadataValue.md(markdown(rep, lambda n: data_uri(rep.plots[n]))),
+        "table1": md_table(table1_display(rep), max_rows=40, width=40),
+        "families": ", ".join(families),
+        "report_html": dg.MetadataValue.path(str(paths["report.html"])),
+        "report_dir": dg.MetadataValue.path(str(out)),
+    })
+    return {"study": s.name, "families": families, "verdict": rep.verdict, "files": sorted(str(p) for p in paths.values())}

@@ -1,0 +1,285 @@
+"""The paradox in numbers: the paper's tables, rank correlations with bootstrap intervals, and a verdict.
+
+Every number here is computed from the study's tables; the verdict sentence is generated from the
+intervals, never written by hand. Intervals resample problems (the common training set for reward and
+perplexity, each benchmark's items for accuracy), paired across variants, so a variant-to-variant
+difference is judged against the noise of the same draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+VARIANTS = ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
+LABELS = {
+    "base": "base model (no fine-tuning)",
+    "native": "SLM-RFT (native)",
+    "oracle_refined": "Oracle-Refined",
+    "oracle_synthesized": "Oracle-Synthesized",
+    "reference": "Reference solutions",
+    "style_aligned": "Style-Aligned",
+}
+MACRO = "macro"
+
+# DESIGN.md section 1: Qwen2.5-Math-1.5B, DFT Avg@16, mean reward, perplexity under the student.
+PAPER = pd.DataFrame([
+    ("native", "SLM-RFT", 37.06, 1.47, 1.52),
+    ("oracle_refined", "Oracle-Refined", 34.06, 1.70, 1.85),
+    ("oracle_synthesized", "Oracle-Synthesized", 30.02, 1.88, 2.69),
+    ("reference", "NuminaMath (reference)", 31.28, 1.78, float("nan")),
+    ("style_aligned", "Style-Aligned (Qwen-72B oracle)", 39.12, 1.37, 1.46),
+], columns=["variant", "paper_name", "dft_avg_at_16", "mean_reward", "ppl"])
+
+
+# ---------------------------------------------------------------- rank correlation (no scipy needed)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return pd.Series(x).rank(method="average").to_numpy()
+
+
+def spearman(x, y) -> float:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def kendall(x, y) -> float:
+    """Kendall's tau-b (ties in either variable handled)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 3:
+        return float("nan")
+    i, j = np.triu_indices(n, 1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    concordant = float((dx * dy).sum())
+    denom = math.sqrt(float((dx != 0).sum()) * float((dy != 0).sum()))
+    return concordant / denom if denom else float("nan")
+
+
+# ---------------------------------------------------------------- per-family arrays, aligned by problem
+
+
+@dataclass
+class FamilyData:
+    """One family's per-problem numbers, aligned across variants so bootstrap draws are paired."""
+
+    family: str
+    rewards: np.ndarray  # (variants, common problems): mean over reward models of each score
+    nll: np.ndarray  # (variants, common problems)
+    tokens: np.ndarray  # (variants, common problems)
+    accuracy: dict[str, np.ndarray] = field(default_factory=dict)  # objective -> (variants, benchmark items)
+    benchmarks: np.ndarray = field(default_factory=lambda: np.array([]))  # benchmark of each item
+
+    def macro(self, acc: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """Macro Avg@k per variant: mean over benchmarks of each benchmark's mean (optionally resampled)."""
+        cols = acc if idx is None else acc[:, idx]
+        labels = self.benchmarks if idx is None else self.benchmarks[idx]
+        return np.mean([cols[:, labels == b].mean(axis=1) for b in np.unique(self.benchmarks)], axis=0)
+
+
+def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[str, pd.DataFrame],
+                per_problem: dict[str, pd.DataFrame], objectives: list[str]) -> FamilyData | None:
+    """Aligned arrays for one family, or None when some variant has no data for it yet."""
+    common = None
+    for v in VARIANTS:
+        ids = set(adaptation[v].loc[adaptation[v]["model_family"] == family, "problem_id"])
+        common = ids if common is None else common & ids
+    if not common:
+        return None
+    ids = sorted(common)
+
+    def aligned(df: pd.DataFrame, col: str) -> np.ndarray:
+        s = df[df["model_family"] == family].groupby("problem_id")[col].mean()
+        return s.reindex(ids).to_numpy(dtype=float)
+
+    r = np.stack([aligned(rewards[v], "score") for v in VARIANTS])
+    nll = np.stack([aligned(adaptation[v], "nll") for v in VARIANTS])
+    tok = np.stack([aligned(adaptation[v], "n_tokens") for v in VARIANTS])
+    acc, bench = {}, None
+    for o in objectives:
+        rows = []
+        for v in VARIANTS:
+            pp = per_problem[v]
+            pp = pp[(pp["model_family"] == family) & (pp["objective"] == o)].sort_values(["benchmark", "problem_id"])
+            if pp.empty:
+                return None
+            rows.append(pp["accuracy"].to_numpy(dtype=float))
+            bench = pp["benchmark"].to_numpy()
+        if len({len(x) for x in rows}) != 1:
+            return None
+        acc[o] = np.stack(rows)
+    return FamilyData(family, r, nll, tok, acc, bench)
+
+
+# ---------------------------------------------------------------- correlations
+
+
+@dataclass
+class Correlation:
+    scope: str  # a family name or "pooled"
+    objective: str  # "sft", "dft" or "all"
+    x: str  # "reward" or "ppl"
+    method: str  # "spearman" or "kendall"
+    rho: float
+    ci_low: float
+    ci_high: float
+    n_points: int
+
+
+def _points(fams: list[FamilyData], objectives: list[str], draw: dict | None, rng=None):
+    """(reward, ppl, accuracy) per family x variant x objective, from the full data or one bootstrap draw."""
+    rew, ppl, acc = [], [], []
+    for f in fams:
+        p = f.rewards.shape[1]
+        idx_p = rng.integers(0, p, size=p) if draw is not None else slice(None)
+        idx_q = None
+        if draw is not None:
+            idx_q = np.concatenate([rng.choice(np.flatnonzero(f.benchmarks == b), size=int((f.benchmarks == b).sum()))
+                                    for b in np.unique(f.benchmarks)])
+        r = f.rewards[:, idx_p].mean(axis=1)
+        pp = np.exp(f.nll[:, idx_p].sum(axis=1) / f.tokens[:, idx_p].sum(axis=1))
+        for o in objectives:
+            a = f.macro(f.accuracy[o], idx_q)
+            rew.extend(r)
+            ppl.extend(pp)
+            acc.extend(a)
+    return np.array(rew), np.array(ppl), np.array(acc)
+
+
+def correlations(fams: list[FamilyData], objectives: list[str], samples: int, seed: int) -> list[Correlation]:
+    """Spearman and Kendall of reward and of PPL with Avg@k, per family and pooled, per objective and all."""
+    out = []
+    scopes = [(f.family, [f]) for f in fams] + ([("pooled", fams)] if len(fams) > 1 else [])
+    for scope, group in scopes:
+        for objs in [[o] for o in objectives] + ([objectives] if len(objectives) > 1 else []):
+            label = objs[0] if len(objs) == 1 else "all"
+            rew, ppl, acc = _points(group, objs, None)
+            rng = np.random.default_rng(seed)
+            boot = {k: [] for k in ("reward/spearman", "reward/kendall", "ppl/spearman", "ppl/kendall")}
+            for _ in range(samples):
+                br, bp, ba = _points(group, objs, {}, rng)
+                boot["reward/spearman"].append(spearman(br, ba))
+                boot["reward/kendall"].append(kendall(br, ba))
+                boot["ppl/spearman"].append(spearman(bp, ba))
+                boot["ppl/kendall"].append(kendall(bp, ba))
+            for key, vals in boot.items():
+                x, method = key.split("/")
+                point = (spearman if method == "spearman" else kendall)(rew if x == "reward" else ppl, acc)
+                vals = np.array([v for v in vals if not math.isnan(v)])
+                lo, hi = (np.quantile(vals, [0.025, 0.975]) if len(vals) else (float("nan"), float("nan")))
+                out.append(Correlation(scope, label, x, method, point, float(lo), float(hi), len(acc)))
+    return out
+
+
+def correlation_table(corrs: list[Correlation]) -> pd.DataFrame:
+    return pd.DataFrame([c.__dict__ for c in corrs])
+
+
+# ---------------------------------------------------------------- does style alignment close the gap?
+
+
+def paired_differences(fams: list[FamilyData], objectives: list[str], samples: int, seed: int,
+                       pairs=(("style_aligned", "oracle_refined"), ("style_aligned", "native"),
+                              ("native", "oracle_refined"), ("native", "oracle_synthesized"))) -> pd.DataFrame:
+    """Macro Avg@k differences between variants with a paired bootstrap CI over benchmark items."""
+    rows = []
+    for f in fams:
+        rng = np.random.default_rng(seed)
+        draws = [np.concatenate([rng.choice(np.flatnonzero(f.benchmarks == b), size=int((f.benchmarks == b).sum()))
+                                 for b in np.unique(f.benchmarks)]) for _ in range(samples)]
+        for o in objectives:
+            acc = f.accuracy[o]
+            full = f.macro(acc)
+            boot = np.stack([f.macro(acc, d) for d in draws])
+            for a, b in pairs:
+                ia, ib = VARIANTS.index(a), VARIANTS.index(b)
+                diff = boot[:, ia] - boot[:, ib]
+                rows.append({"model_family": f.family, "objective": o, "variant": a, "versus": b,
+                             "difference": float(full[ia] - full[ib]),
+                             "ci_low": float(np.quantile(diff, 0.025)), "ci_high": float(np.quantile(diff, 0.975))})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the verdict, generated
+
+
+def _fmt_rho(c: Correlation) -> str:
+    return f"{c.rho:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+
+
+def verdict(corrs: list[Correlation], objectives: list[str]) -> list[str]:
+    """Sentences that state what the intervals support; the headline scope is pooled (else the one family)."""
+    by = {(c.scope, c.objective, c.x, c.method): c for c in corrs}
+    scopes = sorted({c.scope for c in corrs}, key=lambda s: (s != "pooled", s))
+    if not scopes:
+        return ["Not enough data for a verdict: no family has rewards, perplexities and accuracies for every variant."]
+    scope = scopes[0]
+    obj = "all" if (scope, "all", "reward", "spearman") in by else objectives[0]
+    r, p = by[(scope, obj, "reward", "spearman")], by[(scope, obj, "ppl", "spearman")]
+
+    def reward_says():
+        if r.ci_low > 0:
+            return "higher reward predicted higher accuracy"
+        if r.ci_high < 0:
+            return "higher reward predicted LOWER accuracy"
+        return "higher reward did not reliably predict higher accuracy"
+
+    def ppl_says():
+        if p.ci_high < 0:
+            return "lower perplexity under the student predicted higher accuracy"
+        if p.ci_low > 0:
+            return "lower perplexity predicted LOWER accuracy"
+        return "lower perplexity did not reliably predict higher accuracy"
+
+    where = f"{'pooled over families' if scope == 'pooled' else scope}, {'SFT and DFT' if obj == 'all' else obj.upper()}"
+    lines = [
+        f"In this study ({where}; n = {r.n_points} variant x objective points): {reward_says()} "
+        f"(Spearman rho = {_fmt_rho(r)}), and {ppl_says()} (rho = {_fmt_rho(p)}); 95% bootstrap intervals over problems."
+    ]
+    paradox = r.ci_low <= 0 and p.ci_high < 0
+    reversed_ = r.ci_high < 0
+    if reversed_ and p.ci_high < 0:
+        lines.append("The Quality-Utility Paradox holds here in its strong form: the data the reward model scores "
+                     "highest trains the student worst, and the student's own perplexity ranks the data correctly.")
+    elif paradox:
+        lines.append("The Quality-Utility Paradox holds here: reward-model quality did not translate into utility, "
+                     "while the student's perplexity did.")
+    elif r.ci_low > 0:
+        lines.append("The paradox does not hold here: data with higher reward also trained the student better.")
+    else:
+        lines.append("The evidence is inconclusive at this study's size: neither reward nor perplexity separates the "
+                     "variants beyond the bootstrap noise. Raise benchmark size or evaluation.k to narrow the intervals.")
+    for c in corrs:
+        if c.scope not in ("pooled", scope) and c.objective == obj and c.method == "spearman":
+            lines.append(f"- {c.scope}: rho(reward, accuracy) = {_fmt_rho(c)}" if c.x == "reward"
+                         else f"- {c.scope}: rho(PPL, accuracy) = {_fmt_rho(c)}")
+    return lines
+
+
+def gap_sentences(diffs: pd.DataFrame) -> list[str]:
+    out = []
+    for _, d in diffs[(diffs["variant"] == "style_aligned")].iterrows():
+        sig = "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not distinguishable from"
+        out.append(f"- {d['model_family']} ({d['objective'].upper()}): Style-Aligned is {sig} {LABELS[d['versus']]} "
+                   f"({100 * d['difference']:+.1f} points, 95% CI [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]).")
+    return out
+
+
+def paper_correlations() -> pd.DataFrame:
+    """The published shape, for reference beside this study's: rank correlations over the paper's variants."""
+    p = PAPER.dropna(subset=["ppl"])
+    return pd.DataFrame([
+        {"x": "reward", "spearman": spearman(PAPER["mean_reward"], PAPER["dft_avg_at_16"]),
+         "kendall": kendall(PAPER["mean_reward"], PAPER["dft_avg_at_16"]), "n_points": len(PAPER)},
+        {"x": "ppl", "spearman": spearman(p["ppl"], p["dft_avg_at_16"]),
+         "kendall": kendall(p["ppl"], p["dft_avg_at_16"]), "n_points": len(p)},
+    ])

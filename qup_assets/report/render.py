@@ -1,0 +1,311 @@
+"""Writing the report: Markdown, one CSV per table, one PNG per plot and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from qup_assets.report.analysis import LABELS, PAPER, VARIANTS
+
+OBJ_MARKERS = {"sft": "o", "dft": "s"}
+FAMILY_STYLES = ["-", "--", ":", "-."]
+
+
+@dataclass
+class Report:
+    study: str
+    description: str
+    synthetic: bool
+    objectives: list[str]
+    reward_models: list[str]
+    k: int
+    table1: pd.DataFrame
+    table2: pd.DataFrame
+    correlations: pd.DataFrame
+    differences: pd.DataFrame
+    paper_correlations: pd.DataFrame
+    verdict: list[str]
+    gaps: list[str]
+    loss_curves: dict = field(default_factory=dict)  # (family, variant, objective) -> [(step, loss)]
+    plots: dict = field(default_factory=dict)  # name -> PNG bytes
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _colors():
+    import matplotlib.pyplot as plt
+
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {v: cycle[i % len(cycle)] for i, v in enumerate(VARIANTS)}
+
+
+def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = _colors()
+    t1 = rep.table1.set_index(["model_family", "variant"])
+    t2 = rep.table2.set_index(["model_family", "variant"])
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    for (fam, v), row in t2.iterrows():
+        for o in rep.objectives:
+            acc = t1.loc[(fam, v)].get(f"avg_at_k_{o}") if (fam, v) in t1.index else None
+            if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+                continue
+            r1 = t1.loc[(fam, v)]
+            x = row[xcol]
+            xerr = None
+            if xcol == "reward" and rep.reward_models:
+                rm = rep.reward_models[0]
+                lo, hi = r1.get(f"reward_{rm}_ci_low"), r1.get(f"reward_{rm}_ci_high")
+                if lo is not None and not math.isnan(lo) and len(rep.reward_models) == 1:
+                    xerr = [[x - lo], [hi - x]]
+            yerr = [[100 * (acc - r1[f"ci_low_{o}"])], [100 * (r1[f"ci_high_{o}"] - acc)]]
+            ax.errorbar(x, 100 * acc, xerr=xerr, yerr=yerr, fmt=OBJ_MARKERS.get(o, "o"), color=colors[v],
+                        alpha=0.85, capsize=2, ms=6)
+    for v in VARIANTS:
+        ax.plot([], [], "o", color=colors[v], label=LABELS[v])
+    for o in rep.objectives:
+        ax.plot([], [], OBJ_MARKERS.get(o, "o"), color="gray", label=o.upper())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"Avg@{rep.k} (%)")
+    if xcol == "global_ppl":
+        ax.set_xscale("log")
+    ax.set_title(name)
+    ax.legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+def _quartiles(rep: Report) -> bytes:
+    import matplotlib.pyplot as plt
+
+    colors = _colors()
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    for i, (fam, g) in enumerate(rep.table2.groupby("model_family", sort=True)):
+        for _, row in g.iterrows():
+            ax.plot([1, 2, 3, 4], [row[f"ppl_q{q}"] for q in (1, 2, 3, 4)], FAMILY_STYLES[i % 4], marker="o",
+                    color=colors[row["variant"]], label=f"{LABELS[row['variant']]} ({fam})")
+    ax.set_xticks([1, 2, 3, 4], ["Q1", "Q2", "Q3", "Q4"])
+    ax.set_xlabel("quartile of the trace")
+    ax.set_ylabel("perplexity under the base student")
+    ax.set_yscale("log")
+    ax.set_title("where in a trace the student is surprised")
+    ax.legend(fontsize=6, ncol=2)
+    return _png(fig)
+
+
+def _loss_curves(rep: Report) -> bytes | None:
+    import matplotlib.pyplot as plt
+
+    if not rep.loss_curves:
+        return None
+    colors = _colors()
+    families = sorted({f for f, _, _ in rep.loss_curves})
+    fig, axes = plt.subplots(1, len(rep.objectives), figsize=(6.2 * len(rep.objectives) / 1.4, 3.6), squeeze=False)
+    for ax, o in zip(axes[0], rep.objectives):
+        for (fam, v, obj), curve in sorted(rep.loss_curves.items()):
+            if obj != o or not curve:
+                continue
+            ax.plot([s for s, _ in curve], [l for _, l in curve], FAMILY_STYLES[families.index(fam) % 4],
+                    color=colors[v], label=f"{LABELS[v]} ({fam})")
+        ax.set_title(f"{o.upper()} training loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_yscale("log")
+    axes[0][0].legend(fontsize=6)
+    return _png(fig)
+
+
+def make_plots(rep: Report) -> dict[str, bytes]:
+    plots = {
+        "reward_vs_accuracy": _scatter(rep, "reward", "mean reward (reward-model score)", "perceived quality vs utility"),
+        "ppl_vs_accuracy": _scatter(rep, "global_ppl", "perplexity under the base student (log scale)",
+                                    "adaptation cost vs utility"),
+        "quartile_ppl": _quartiles(rep),
+    }
+    loss = _loss_curves(rep)
+    if loss:
+        plots["training_loss"] = loss
+    return plots
+
+
+# ---------------------------------------------------------------- text
+
+
+def _ci(v, lo, hi, pct: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    s = 100 if pct else 1
+    return f"{s * v:.1f} [{s * lo:.1f}, {s * hi:.1f}]" if pct else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def table1_display(rep: Report) -> pd.DataFrame:
+    rows = []
+    for _, r in rep.table1.iterrows():
+        row = {"family": r["model_family"], "variant": LABELS.get(r["variant"], r["variant"])}
+        for rm in rep.reward_models:
+            row[f"reward ({rm})"] = _ci(r.get(f"reward_{rm}"), r.get(f"reward_{rm}_ci_low"), r.get(f"reward_{rm}_ci_high"), False)
+        for o in rep.objectives:
+            row[f"Avg@{rep.k} {o.upper()} (%)"] = _ci(r.get(f"avg_at_k_{o}"), r.get(f"ci_low_{o}"), r.get(f"ci_high_{o}"), True)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table2_display(rep: Report) -> pd.DataFrame:
+    t = rep.table2.copy()
+    t["variant"] = [LABELS[v] for v in t["variant"]]
+    for o in rep.objectives:
+        t[f"avg_at_k_{o}"] = (100 * t[f"avg_at_k_{o}"]).round(1)
+    cols = ["model_family", "variant", "global_ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4", "reward",
+            "semantic_preservation"] + [f"avg_at_k_{o}" for o in rep.objectives]
+    return t[cols].round(3).rename(columns={"model_family": "family"})
+
+
+def paper_display() -> pd.DataFrame:
+    p = PAPER.copy()
+    p["variant"] = [LABELS[v] for v in p["variant"]]
+    return p.rename(columns={"paper_name": "name in the paper", "dft_avg_at_16": "DFT Avg@16 (%)",
+                             "mean_reward": "mean reward", "ppl": "PPL"})
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        cells = ["-" if (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|") for v in r]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def world_statement(rep: Report) -> str:
+    if not rep.synthetic:
+        return ""
+    return ("**What this study is.** The synthetic world: generated arithmetic word problems with exact answers, "
+            "tiny student models pretrained here from scratch (each family in its own solution style), a symbolic "
+            "Oracle that checks and rewrites steps with exact rational arithmetic, and a reward model trained here "
+            "on Oracle-preferred pairs (so it rewards the Oracle's style, as real RMs reward strong-model text). "
+            "The numbers test the pipeline and the mechanism, not Qwen2.5-Math: run data/studies/paper.yaml on GPUs "
+            "for that.")
+
+
+def markdown(rep: Report, image_src) -> str:
+    """The report as Markdown; image_src(name) gives each plot's link (a file name, or a data: URI)."""
+    corr = rep.correlations
+    sp = corr[corr["method"] == "spearman"].copy()
+    show = sp.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(sp["ci_low"], sp["ci_high"])])
+    show = show[["scope", "objective", "x", "rho", "interval", "n_points"]].round(3)
+    kd = corr[corr["method"] == "kendall"]
+    kshow = kd.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(kd["ci_low"], kd["ci_high"])])
+    kshow = kshow[["scope", "objective", "x", "rho", "interval", "n_points"]].round(3)
+    parts = [
+        f"# The Quality-Utility Paradox: study `{rep.study}`",
+        rep.description,
+        world_statement(rep),
+        "## Verdict",
+        "\n\n".join(rep.verdict),
+        "**Does Style-Aligned Refinement close the gap?** (macro Avg@k difference, paired bootstrap over benchmark items)",
+        "\n".join(rep.gaps) or "(no style-aligned results yet)",
+        f"## Table 1: perceived quality vs utility (mean reward and Avg@{rep.k}, 95% CIs)",
+        _md(table1_display(rep)),
+        "## Table 2: the mechanism (perplexity under the base student, by quartile of the trace)",
+        _md(table2_display(rep)),
+        "## The paradox in numbers: rank correlation with accuracy across variants",
+        "Spearman (each point is a family x variant x objective; interval: bootstrap over problems):",
+        _md(show),
+        "Kendall tau-b:",
+        _md(kshow),
+        f"![reward vs accuracy]({image_src('reward_vs_accuracy')})",
+        f"![PPL vs accuracy]({image_src('ppl_vs_accuracy')})",
+        f"![quartile PPL]({image_src('quartile_ppl')})",
+    ]
+    if "training_loss" in rep.plots:
+        parts.append(f"![training loss]({image_src('training_loss')})")
+    pc = rep.paper_correlations
+    parts += [
+        "## Reference: the paper's published numbers (Qwen2.5-Math-1.5B, not this study)",
+        _md(paper_display()),
+        "Rank correlations over the paper's variants: " + "; ".join(
+            f"{r['x']}: Spearman {r['spearman']:+.2f}, Kendall {r['kendall']:+.2f} (n = {r['n_points']})"
+            for _, r in pc.iterrows()) + ".",
+        "## Files",
+        "table1.csv, table2.csv, correlations.csv, differences.csv, paper_reference.csv; one PNG per plot; "
+        "report.html (self-contained).",
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
+    """Write every file of the report atomically enough for readers: each file by rename."""
+    from qup_assets.storage.tables import write_json_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+
+    def put(name: str, data: bytes):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(out_dir / name)
+        paths[name] = out_dir / name
+
+    put("table1.csv", rep.table1.to_csv(index=False).encode())
+    put("table2.csv", rep.table2.to_csv(index=False).encode())
+    put("correlations.csv", rep.correlations.to_csv(index=False).encode())
+    put("differences.csv", rep.differences.to_csv(index=False).encode())
+    put("paper_reference.csv", PAPER.to_csv(index=False).encode())
+    for name, png in rep.plots.items():
+        put(f"{name}.png", png)
+    put("headline.txt", table1_display(rep).to_string(index=False).encode())
+    put("report.md", markdown(rep, lambda n: f"{n}.png").encode())
+    put("report.html", html_page(rep).encode())
+    paths["verdict.json"] = write_json_atomic({"verdict": rep.verdict, "gaps": rep.gaps}, out_dir / "verdict.json")
+    return paths
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def html_page(rep: Report) -> str:
+    """One self-contained page: the Markdown rendered by a tiny converter (tables, headings, images, paragraphs)."""
+    md = markdown(rep, lambda n: data_uri(rep.plots[n]))
+    body = []
+    for block in md.split("\n\n"):
+        b = block.strip()
+        if b.startswith("# "):
+            body.append(f"<h1>{html.escape(b[2:])}</h1>")
+        elif b.startswith("## "):
+            body.append(f"<h2>{html.escape(b[3:])}</h2>")
+        elif b.startswith("!["):
+            alt, src = b[2:].split("](", 1)
+            body.append(f'<img alt="{html.escape(alt)}" src="{src.rstrip(")")}">')
+        elif b.startswith("|"):
+            rows = [r.strip("|").split(" | ") for r in b.splitlines() if not r.startswith("|---")]
+            head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+            cells = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+        else:
+            text = html.escape(b).replace("**", "")
+            body.append("<p>" + text.replace("\n", "<br>") + "</p>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
+             "th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>qup report: {html.escape(rep.study)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")

@@ -1,0 +1,81 @@
+"""The paper's Table 1 (quality vs utility) and Table 2 (mechanism), per family, as numeric DataFrames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from qup_assets.evaluation.metrics import bootstrap_ci
+from qup_assets.report.analysis import MACRO, VARIANTS
+
+QUARTILES = ["ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4"]
+
+
+def headline_eval(evals: pd.DataFrame, lr: float, batch_size: int) -> pd.DataFrame:
+    """Macro rows at the study's main grid point (the lr and batch size of the training section, if trained)."""
+    m = evals[evals["benchmark"] == MACRO]
+    main = m[(m["lr"] == lr) & (m["batch_size"] == batch_size)]
+    if main.empty:  # a grid without the default point: its first point per objective
+        main = m.sort_values(["lr", "batch_size"]).groupby(["model_family", "objective"], as_index=False).head(1)
+    return main
+
+
+def table1(rewards: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame], base_eval: pd.DataFrame,
+           objectives: list[str], lr: float, batch_size: int, samples: int, seed: int) -> pd.DataFrame:
+    """variant | mean reward per RM (CI over problems) | Avg@k per objective (CI), per family, base row first."""
+    rows = []
+    families = sorted(set(base_eval["model_family"]) | {f for e in evals.values() for f in e["model_family"]})
+    for fam in families:
+        b = base_eval[(base_eval["model_family"] == fam) & (base_eval["benchmark"] == MACRO)]
+        row = {"model_family": fam, "variant": "base"}
+        for o in objectives:
+            if len(b):
+                row.update({f"avg_at_k_{o}": b["avg_at_k"].iloc[0], f"ci_low_{o}": b["ci_low"].iloc[0],
+                            f"ci_high_{o}": b["ci_high"].iloc[0]})
+        rows.append(row)
+        for v in VARIANTS:
+            row = {"model_family": fam, "variant": v}
+            r = rewards[v][rewards[v]["model_family"] == fam]
+            for rm, g in r.groupby("reward_model", sort=True):
+                lo, hi = bootstrap_ci(g["score"].to_numpy(), samples, seed)
+                row.update({f"reward_{rm}": float(g["score"].mean()), f"reward_{rm}_ci_low": lo,
+                            f"reward_{rm}_ci_high": hi})
+            e = headline_eval(evals[v][evals[v]["model_family"] == fam], lr, batch_size)
+            for o in objectives:
+                eo = e[e["objective"] == o]
+                if len(eo):
+                    row.update({f"avg_at_k_{o}": eo["avg_at_k"].iloc[0], f"ci_low_{o}": eo["ci_low"].iloc[0],
+                                f"ci_high_{o}": eo["ci_high"].iloc[0]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _token_weighted_log_mean(df: pd.DataFrame, col: str) -> float:
+    """Quartile PPL over a dataset: each trace's quartile holds ~n_tokens/4 tokens, so weight log PPL by tokens."""
+    w = df["n_tokens"].to_numpy(dtype=float)
+    return float(np.exp(np.average(np.log(df[col].to_numpy(dtype=float)), weights=w))) if w.sum() else float("nan")
+
+
+def table2(adaptation: dict[str, pd.DataFrame], rewards: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame],
+           objectives: list[str], lr: float, batch_size: int) -> pd.DataFrame:
+    """variant | global PPL | Q1..Q4 PPL | reward | semantic preservation | Avg@k, per family."""
+    rows = []
+    families = sorted({f for a in adaptation.values() for f in a["model_family"]})
+    for fam in families:
+        for v in VARIANTS:
+            a = adaptation[v][adaptation[v]["model_family"] == fam]
+            if a.empty:
+                continue
+            row = {"model_family": fam, "variant": v,
+                   "global_ppl": float(np.exp(a["nll"].sum() / a["n_tokens"].sum())),
+                   **{q: _token_weighted_log_mean(a, q) for q in QUARTILES},
+                   "reward": float(rewards[v].loc[rewards[v]["model_family"] == fam, "score"].mean()),
+                   "semantic_preservation": float(a["semantic_preservation"].mean()),
+                   "edit_distance": float(a["edit_distance"].mean()),
+                   "traces": len(a)}
+            e = headline_eval(evals[v][evals[v]["model_family"] == fam], lr, batch_size)
+            for o in objectives:
+                eo = e[e["objective"] == o]
+                row[f"avg_at_k_{o}"] = float(eo["avg_at_k"].iloc[0]) if len(eo) else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,104 @@
+"""The paradox report: rank statistics, the generated verdict, and the files a researcher opens."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qup_assets.report.analysis import (
+    VARIANTS,
+    FamilyData,
+    correlations,
+    kendall,
+    paired_differences,
+    paper_correlations,
+    spearman,
+    verdict,
+)
+
+
+def test_rank_correlations_match_textbook_values():
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / np.sqrt(5 * 6))  # tau-b with a tie
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))  # no ranking in x: undefined, not zero
+    paper = paper_correlations().set_index("x")
+    assert paper.loc["reward", "spearman"] == pytest.approx(-1.0)  # the published shape: reward anti-ranks accuracy
+
+
+def _family(name, reward_means, ppl_means, acc_means, n_problems=400, n_items=400, seed=0):
+    """A family whose per-problem numbers are noisy draws around the given per-variant means."""
+    rng = np.random.default_rng(seed)
+    v = len(VARIANTS)
+    rewards = np.array(reward_means)[:, None] + rng.normal(0, 0.5, (v, n_problems))
+    tokens = np.full((v, n_problems), 100.0)
+    nll = np.log(np.array(ppl_means))[:, None] * tokens * rng.uniform(0.9, 1.1, (v, n_problems))
+    acc = {o: rng.binomial(4, np.clip(np.array(acc_means), 0, 1)[:, None], (v, n_items)) / 4 for o in ("sft", "dft")}
+    bench = np.array(["a"] * (n_items // 2) + ["b"] * (n_items // 2))
+    return FamilyData(name, rewards, nll, tokens, acc, bench)
+
+
+def test_verdict_states_the_paradox_when_reward_anti_ranks_and_ppl_ranks_accuracy():
+    # variant order: native, refined, synthesized, reference, style_aligned (the paper's shape)
+    fams = [_family(f, [1.47, 1.70, 1.88, 1.78, 1.37], [1.52, 1.85, 2.69, 2.2, 1.46],
+                    [0.37, 0.34, 0.30, 0.31, 0.39], seed=i) for i, f in enumerate(["qwen", "llama"])]
+    corrs = correlations(fams, ["sft", "dft"], samples=200, seed=0)
+    text = " ".join(verdict(corrs, ["sft", "dft"]))
+    assert "pooled over families" in text and "n = 20" in text
+    assert "higher reward predicted LOWER accuracy" in text
+    assert "lower perplexity under the student predicted higher accuracy" in text
+    assert "holds here in its strong form" in text
+
+
+def test_verdict_says_the_paradox_does_not_hold_when_reward_ranks_accuracy():
+    fams = [_family("qwen", [1, 2, 3, 4, 5], [2.0, 1.9, 1.8, 1.7, 1.6], [0.1, 0.2, 0.3, 0.4, 0.5])]
+    text = " ".join(verdict(correlations(fams, ["dft"], samples=200, seed=0), ["dft"]))
+    assert "higher reward predicted higher accuracy" in text and "does not hold" in text
+
+
+def test_verdict_is_inconclusive_when_variants_are_indistinguishable():
+    fams = [_family("qwen", [1.0] * 5, [1.5] * 5, [0.3] * 5, n_problems=30, n_items=20)]
+    text = " ".join(verdict(correlations(fams, ["dft"], samples=200, seed=0), ["dft"]))
+    assert "inconclusive" in text
+
+
+def test_paired_difference_interval_excludes_zero_only_for_a_real_gap():
+    fam = _family("qwen", [0] * 5, [1.5] * 5, [0.30, 0.30, 0.30, 0.30, 0.60])
+    d = paired_differences([fam], ["dft"], samples=300, seed=0).set_index(["variant", "versus"])
+    gap = d.loc[("style_aligned", "oracle_refined")]
+    assert gap["difference"] == pytest.approx(0.3, abs=0.06) and gap["ci_low"] > 0.2
+    same = d.loc[("native", "oracle_refined")]
+    assert same["ci_low"] < 0 < same["ci_high"]
+
+
+def test_report_files_are_written_and_the_html_is_self_contained(tmp_path):
+    from qup_assets.report.analysis import correlation_table, gap_sentences
+    from qup_assets.report.render import Report, make_plots, write_report
+
+    fams = [_family("qwen", [1.47, 1.70, 1.88, 1.78, 1.37], [1.52, 1.85, 2.69, 2.2, 1.46],
+                    [0.37, 0.34, 0.30, 0.31, 0.39])]
+    corrs = correlations(fams, ["sft", "dft"], samples=100, seed=0)
+    diffs = paired_differences(fams, ["sft", "dft"], samples=100, seed=0)
+    t1 = pd.DataFrame([{"model_family": "qwen", "variant": v, "reward_rm": r, "reward_rm_ci_low": r - 0.1,
+                        "reward_rm_ci_high": r + 0.1, "avg_at_k_sft": a, "ci_low_sft": a - 0.05,
+                        "ci_high_sft": a + 0.05, "avg_at_k_dft": a, "ci_low_dft": a - 0.05, "ci_high_dft": a + 0.05}
+                       for v, r, a in zip(VARIANTS, [1.47, 1.70, 1.88, 1.78, 1.37], [0.37, 0.34, 0.30, 0.31, 0.39])])
+    t2 = pd.DataFrame([{"model_family": "qwen", "variant": v, "global_ppl": p, "ppl_q1": p, "ppl_q2": p,
+                        "ppl_q3": p, "ppl_q4": p, "reward": r, "semantic_preservation": 0.9, "avg_at_k_sft": a,
+                        "avg_at_k_dft": a}
+                       for v, r, p, a in zip(VARIANTS, [1.47, 1.70, 1.88, 1.78, 1.37], [1.52, 1.85, 2.69, 2.2, 1.46],
+                                             [0.37, 0.34, 0.30, 0.31, 0.39])])
+    rep = Report("unit", "a unit study", True, ["sft", "dft"], ["rm"], 4, t1, t2, correlation_table(corrs), diffs,
+                 paper_correlations(), verdict(corrs, ["sft", "dft"]), gap_sentences(diffs),
+                 loss_curves={("qwen", "native", "sft"): [(1, 2.0), (2, 1.5)]})
+    rep.plots = make_plots(rep)
+    paths = write_report(rep, tmp_path / "r")
+    for name in ["report.md", "report.html", "table1.csv", "table2.csv", "correlations.csv", "paper_reference.csv",
+                 "reward_vs_accuracy.png", "ppl_vs_accuracy.png", "quartile_ppl.png", "training_loss.png"]:
+        assert paths[name].stat().st_size > 0, name
+    md = paths["report.md"].read_text()
+    assert "Style-Aligned (Qwen-72B oracle) | 39.12" in md  # the paper's numbers, labelled as such
+    assert "synthetic world" in md.lower() and "![reward vs accuracy](reward_vs_accuracy.png)" in md
+    html = paths["report.html"].read_text()
+    assert "<table>" in html and html.count("data:image/png;base64,") == 4 and 'src="reward' not in html
+    assert pd.read_csv(paths["table1.csv"]).shape[0] == 5
