@@ -140,10 +140,12 @@ def cmd_run(args) -> int:
     store = store_root()
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
     print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
+    report = store / "reports" / study.name
+    print(f"  report:  {report}" if report.exists() else "  report:  none yet (materialize paradox_report)")
     print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    if ok and (store / "reports" / study.name / "headline.txt").exists():
+    if ok and (report / "headline.txt").exists() and any(k.to_user_string() == "paradox_report" for k in sinks):
         print()
-        print_report(store / "reports" / study.name)
+        print_report(report)
     return 0 if ok else 1
 
 
