@@ -68,6 +68,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def outdated(graph, instance, keys, partition: str | None) -> list:
+    """The assets among `keys` that need materializing for one family (None: the unpartitioned ones).
+
+    An asset is up to date when it has a materialization (of this partition) recorded with its current
+    code version (which carries the study sections it reads) that is newer than the latest
+    materialization of each parent; anything downstream of an outdated asset is outdated too. This is
+    what makes an unchanged `qup run` nearly free and keeps other families untouched.
+    """
+    import dagster as dg
+
+    def latest(key, part):
+        f = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[part] if part else None)
+        recs = instance.fetch_materializations(f, limit=1).records
+        return recs[0] if recs else None
+
+    selected = set(keys)
+    todo: set = set()
+    for key in graph.toposorted_asset_keys:
+        if key not in selected:
+            continue
+        node = graph.get(key)
+        part = partition if node.partitions_def is not None else None
+        rec = latest(key, part)
+        if rec is None or rec.asset_materialization.tags.get("dagster/code_version") != node.code_version:
+            todo.add(key)
+            continue
+        for parent in node.parent_keys:
+            if parent in todo:
+                todo.add(key)
+                break
+            pnode = graph.get(parent)
+            prec = latest(parent, partition if pnode.partitions_def is not None and part else None)
+            if prec is not None and prec.timestamp > rec.timestamp:
+                todo.add(key)
+                break
+    return [k for k in keys if k in todo]
+
+
 def _execute(job, instance, keys, partition=None, label="") -> bool:
     if not keys:
         return True
@@ -93,6 +131,54 @@ def _execute(job, instance, keys, partition=None, label="") -> bool:
     return result.success
 
 
+def auto_jobs() -> int:
+    """Families run at once: on a CPU-only machine one per core, each pinned to cores / jobs threads
+    (bench/bench_parallel.py measures why); with GPUs one at a time, and the `gpu` pool decides what overlaps."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    except ImportError:
+        pass
+    return max(1, os.cpu_count() or 1)
+
+
+def _run_families_in_parallel(args, instance, families: list[str], jobs: int) -> bool:
+    """One child `qup run` per family, `jobs` at a time, each with cores / jobs torch threads.
+
+    Torch in two processes that each use every core oversubscribes the CPU and runs far slower than
+    one after the other; pinning the threads is what makes two at once faster.
+    """
+    import subprocess
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    instance.event_log_storage.set_concurrency_slots("gpu", max(jobs, 1))  # CPU-only: the pool is the core budget
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    print(f"\n== {len(families)} families, {jobs} at a time with {threads} torch thread(s) each", flush=True)
+    base = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(args.study_path), "--stage", "partitioned"]
+    if args.select:
+        base += ["--select", args.select]
+    if args.force:
+        base += ["--force"]
+    pending, running, ok = list(families), {}, True
+    while pending or running:
+        while pending and len(running) < jobs:
+            fam = pending.pop(0)
+            running[fam] = subprocess.Popen(base + ["--family", fam], env=env)
+        for fam, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[fam]
+                if proc.returncode != 0:
+                    print(f"== family {fam} FAILED (exit {proc.returncode})", file=sys.stderr, flush=True)
+                    ok = False
+        if running:
+            import time
+
+            time.sleep(0.5)
+    return ok
+
+
 def cmd_run(args) -> int:
     import dagster as dg
 
@@ -114,6 +200,7 @@ def cmd_run(args) -> int:
             print(f"error: families {unknown} are not in study {study.name!r} (has {families})", file=sys.stderr)
             return 2
         families = args.family
+    args.study_path = study.source_path
     defs = build_definitions(study.source_path)
     graph = defs.resolve_asset_graph()
     try:
@@ -128,15 +215,33 @@ def cmd_run(args) -> int:
         return 2
     job = defs.resolve_implicit_global_asset_job_def()
     roots, partitioned, sinks = _stages(defs, keys)
-    if args.family:
-        # Adding a family must not recompute what other families share: only missing roots run.
-        roots = [k for k in roots if instance.get_latest_materialization_event(k) is None]
-    ok = _execute(job, instance, roots)
-    for fam in families if ok else []:
-        ok = _execute(job, instance, partitioned, partition=fam) and ok
-        if not ok:
-            break
-    ok = ok and _execute(job, instance, sinks)
+    # An explicit --select (or --force) materializes what it names; otherwise only what is out of date.
+    force = bool(args.select or args.force)
+
+    def todo(stage_keys, partition=None):
+        if force or not stage_keys:
+            return stage_keys
+        out = outdated(graph, instance, stage_keys, partition)
+        fresh = len(stage_keys) - len(out)
+        if fresh:
+            print(f"== up to date, skipped: {fresh} asset(s)" + (f" [model_family={partition}]" if partition else ""), flush=True)
+        return out
+
+    if args.stage == "partitioned":  # a child of a parallel run: this family's partition only
+        return 0 if _execute(job, instance, todo(partitioned, families[0]), partition=families[0]) else 1
+    ok = _execute(job, instance, todo(roots))
+    jobs = min(len(families), args.jobs or auto_jobs())
+    if ok and partitioned and jobs > 1:
+        stale = [f for f in families if force or outdated(graph, instance, partitioned, f)]
+        if len(stale) < len(families):
+            print(f"== up to date, skipped: families {[f for f in families if f not in stale]}", flush=True)
+        ok = _run_families_in_parallel(args, instance, stale, min(jobs, len(stale))) if stale else True
+    else:
+        for fam in families if ok else []:
+            ok = _execute(job, instance, todo(partitioned, fam), partition=fam) and ok
+            if not ok:
+                break
+    ok = ok and _execute(job, instance, todo(sinks))
     store = store_root()
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
     print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
@@ -317,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(r)
     r.add_argument("--family", action="append", help="only this family's partition (repeatable)")
     r.add_argument("--select", help="Dagster asset selection, e.g. 'problem_pool' or 'group:problems'")
+    r.add_argument("--jobs", type=int, help="families materialized at once (default: cores / 2 on a CPU-only "
+                   "machine, 1 with a GPU)")
+    r.add_argument("--force", action="store_true", help="materialize every selected asset, even if up to date")
+    r.add_argument("--stage", choices=["all", "partitioned"], default="all", help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
 
     rp = sub.add_parser("report", help="print the paradox report's headline table, verdict and path")

@@ -22,10 +22,9 @@ def _meta(instance, key):
 
 
 @pytest.mark.slow
-def test_micro_students_end_to_end_and_cached_rerun(isolated, capsys):
-    t = time.monotonic()
-    assert main(["run", "--study", "micro"]) == 0
-    cold = time.monotonic() - t
+def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsys):
+    ms = micro_study.copy(micro_study.root.parent / "e2e").env(monkeypatch)
+    cold = ms.cold_seconds
     instance = dg.DagsterInstance.get()
     base = _meta(instance, "base_model")
     assert 0.0 < base["heldout_greedy_accuracy"].value < 1.0  # an imperfect student
@@ -83,9 +82,24 @@ def test_micro_students_end_to_end_and_cached_rerun(isolated, capsys):
 
     assert _LM.from_pretrained(ck.loc[ck["objective"] == "dft", "path"].iloc[0]).num_parameters() > 100_000
 
+    # The report: files on disk, the verdict computed from the numbers, the table in the UI metadata.
+    report = ms.store / "reports" / "micro"
+    for name in ["report.md", "report.html", "table1.csv", "table2.csv", "correlations.csv", "reward_vs_accuracy.png"]:
+        assert (report / name).stat().st_size > 0
+    t1 = pd.read_csv(report / "table1.csv")
+    assert list(t1["variant"]) == ["base", "native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
+    native_eval = pd.read_parquet(ms.store / "tables" / "native_eval" / "micro-qwen.parquet")
+    macro = native_eval[(native_eval["benchmark"] == "macro") & (native_eval["objective"] == "dft")]
+    assert t1.loc[t1["variant"] == "native", "avg_at_k_dft"].iloc[0] == pytest.approx(macro["avg_at_k"].iloc[0])
+    rmeta = _meta(instance, "paradox_report")
+    assert "Spearman rho" in rmeta["verdict"].value and "| Oracle-Synthesized |" in rmeta["table1"].value
+    assert "data:image/png;base64" in rmeta["report"].value
+    assert main(["report", "--study", str(ms.study)]) == 0
+    assert "Table 1" in capsys.readouterr().out
+
     # An unchanged re-run of sampling is served from the cache.
     t = time.monotonic()
-    assert main(["run", "--study", "micro", "--select", "key:native_samples or key:native_traces"]) == 0
+    assert main(["run", "--study", str(ms.study), "--select", "key:native_samples or key:native_traces"]) == 0
     rerun = time.monotonic() - t
     samples2 = _meta(instance, "native_samples")
     assert samples2["cache_hits"].value == 240 and samples2["generated"].value == 0
@@ -146,3 +160,38 @@ def test_sigkill_during_sampling_resumes_from_finished_work(isolated, tmp_path):
     assert _meta(dg.DagsterInstance.get(), "native_samples")["cache_hits"].value == 0
     fresh = pd.read_parquet(store / "tables" / "native_samples" / "micro-qwen.parquet")
     pd.testing.assert_frame_equal(resumed, fresh)
+
+
+def _materializations(instance) -> dict:
+    """(asset, partition) -> number of materializations recorded by the instance."""
+    counts: dict = {}
+    for key in instance.get_asset_keys():
+        result = instance.fetch_materializations(key, limit=10_000)
+        for rec in result.records:
+            k = (key.to_user_string(), rec.partition_key)
+            counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_report(micro_study, monkeypatch, capsys):
+    ms = micro_study.copy(micro_study.root.parent / "add-family").env(monkeypatch)
+    instance = dg.DagsterInstance.get()
+    before = _materializations(instance)
+    ms.study.write_text(ms.study.read_text().replace(
+        "families:\n",
+        "families:\n  micro-llama:\n    student: {kind: synthetic, architecture: llama, style: llama, hidden_size: 96, "
+        "num_layers: 2, pretrain_problems: 1500, pretrain_steps: 300}\n"))
+    assert main(["families", "sync", "--study", str(ms.study)]) == 0
+    assert "added: ['micro-llama']" in capsys.readouterr().out
+    assert main(["run", "--study", str(ms.study), "--family", "micro-llama"]) == 0
+    after = _materializations(instance)
+    new = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    partitioned = {a for a, p in before if p == "micro-qwen"}
+    assert {a for a, p in new if p == "micro-llama"} == partitioned  # every per-family asset, once
+    assert all(n == 1 for (a, p), n in new.items())
+    assert not [k for k in new if k[1] == "micro-qwen"]  # the existing family is not recomputed
+    assert {k for k in new if k[1] is None} == {("paradox_report", None)}  # shared roots reused, report refreshed
+    t1 = pd.read_csv(ms.store / "reports" / "micro" / "table1.csv")
+    assert set(t1["model_family"]) == {"micro-qwen", "micro-llama"}
+    assert "pooled" in set(pd.read_csv(ms.store / "reports" / "micro" / "correlations.csv")["scope"])

@@ -62,7 +62,7 @@ def _loss_curves(checkpoints: dict[str, pd.DataFrame], lr: float, batch_size: in
     "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), Spearman and Kendall rank "
     "correlations of reward and of PPL with accuracy (per family and pooled, bootstrap intervals), a verdict "
     "generated from those intervals, plots, and the paper's published numbers for reference. Written to "
-    "QUP_STORE/reports/<study>/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
+    "QUP_STORE/reports/{study name}/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
 )
 def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **inputs: pd.DataFrame) -> dict:
     s = study.load()

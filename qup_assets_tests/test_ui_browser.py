@@ -1,0 +1,99 @@
+"""The Dagster UI in a real headless browser: lineage and the paradox report, as a researcher sees them.
+
+Needs Debian's chromium (apt install chromium) and the playwright package; no browser is downloaded.
+CI sets QUP_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping. QUP_UPDATE_SCREENSHOTS=1
+also writes the screenshots into docs/screenshots/ for the README.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        if os.environ.get("QUP_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (apt-get install -y chromium) and QUP_REQUIRE_BROWSER is set")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _shot(page, path: Path):
+    """Screenshot once the page settles; Dagster's community dialog appears a few seconds after first load."""
+    for _ in range(3):
+        page.wait_for_timeout(1500)
+        skip = page.get_by_role("button", name="Skip")
+        if skip.count():
+            skip.first.click()
+    page.screenshot(path=str(path))
+
+
+@pytest.mark.slow
+def test_ui_shows_lineage_and_the_report_in_a_browser(micro_study, tmp_path):
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, QUP_STUDY=str(micro_study.study), QUP_STORE=str(micro_study.store),
+               DAGSTER_HOME=str(micro_study.home))
+    log = (tmp_path / "webserver.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port),
+                               "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env, stdout=log, stderr=log)
+    shots = REPO / "docs" / "screenshots" if os.environ.get("QUP_UPDATE_SCREENSHOTS") else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/server_info", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the webserver did not come up in 120 s"
+                time.sleep(1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+            # Lineage: the students group with its neighbours, every node a real asset of this study.
+            page.goto(f"{url}/locations/qup/asset-groups/students/lineage")
+            page.wait_for_selector("text=native_traces", timeout=60_000)
+            for node in ["base_model", "native_samples", "native_traces", "common_problems", "base_eval"]:
+                assert page.get_by_text(node, exact=True).count() >= 1, node
+            _shot(page, shots / "lineage_students.png")
+
+            # The report asset: the generated verdict and Table 1 rendered from the metadata.
+            page.goto(f"{url}/assets/paradox_report")
+            page.wait_for_selector("text=Spearman rho", timeout=60_000)
+            _shot(page, shots / "paradox_report.png")
+            table = page.locator("table", has_text="Oracle-Synthesized").first
+            assert table.count() == 1
+            assert "Style-Aligned" in table.inner_text() and "Avg@2 DFT" in table.inner_text()
+            table.scroll_into_view_if_needed()
+            _shot(page, shots / "paradox_report_table.png")
+            browser.close()
+        for name in ["lineage_students.png", "paradox_report.png", "paradox_report_table.png"]:
+            assert (shots / name).stat().st_size > 20_000, name  # a rendered page, not a blank one
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
