@@ -46,10 +46,13 @@ test-fast: $(VENV)/.installed-test
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+# Each script prints ratios against a baseline measured in the same run (about 10 minutes in all here).
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_sampling.py
 	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_parallel.py
+	$(BIN)/python bench/bench_study.py
 
 clean:
 	rm -rf data/store $(DAGSTER_HOME)

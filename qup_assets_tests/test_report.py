@@ -71,9 +71,10 @@ def test_paired_difference_interval_excludes_zero_only_for_a_real_gap():
     assert same["ci_low"] < 0 < same["ci_high"]
 
 
-def test_report_files_are_written_and_the_html_is_self_contained(tmp_path):
+def _report_for(tmp_path, description="a unit study"):
+    """A Report over one synthetic family with the paper's shape, plots drawn."""
     from qup_assets.report.analysis import correlation_table, gap_sentences
-    from qup_assets.report.render import Report, make_plots, write_report
+    from qup_assets.report.render import Report, make_plots
 
     fams = [_family("qwen", [1.47, 1.70, 1.88, 1.78, 1.37], [1.52, 1.85, 2.69, 2.2, 1.46],
                     [0.37, 0.34, 0.30, 0.31, 0.39])]
@@ -88,10 +89,17 @@ def test_report_files_are_written_and_the_html_is_self_contained(tmp_path):
                         "avg_at_k_dft": a}
                        for v, r, p, a in zip(VARIANTS, [1.47, 1.70, 1.88, 1.78, 1.37], [1.52, 1.85, 2.69, 2.2, 1.46],
                                              [0.37, 0.34, 0.30, 0.31, 0.39])])
-    rep = Report("unit", "a unit study", True, ["sft", "dft"], ["rm"], 4, t1, t2, correlation_table(corrs), diffs,
+    rep = Report("unit", description, True, ["sft", "dft"], ["rm"], 4, t1, t2, correlation_table(corrs), diffs,
                  paper_correlations(), verdict(corrs, ["sft", "dft"]), gap_sentences(diffs),
                  loss_curves={("qwen", "native", "sft"): [(1, 2.0), (2, 1.5)]})
     rep.plots = make_plots(rep)
+    return rep
+
+
+def test_report_files_are_written_and_the_html_is_self_contained(tmp_path):
+    from qup_assets.report.render import write_report
+
+    rep = _report_for(tmp_path)
     paths = write_report(rep, tmp_path / "r")
     for name in ["report.md", "report.html", "table1.csv", "table2.csv", "correlations.csv", "paper_reference.csv",
                  "reward_vs_accuracy.png", "ppl_vs_accuracy.png", "quartile_ppl.png", "training_loss.png"]:

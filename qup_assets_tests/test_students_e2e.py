@@ -195,3 +195,97 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     t1 = pd.read_csv(ms.store / "reports" / "micro" / "table1.csv")
     assert set(t1["model_family"]) == {"micro-qwen", "micro-llama"}
     assert "pooled" in set(pd.read_csv(ms.store / "reports" / "micro" / "correlations.csv")["scope"])
+
+
+def _trained_epochs(folder: Path):
+    try:
+        return __import__("json").loads((folder / "qup_training.json").read_text())["job"]["epochs"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_reuses_finished_checkpoints(micro_study, monkeypatch):
+    ms = micro_study.copy(micro_study.root.parent / "crash-training").env(monkeypatch)
+    # Longer training so the kill lands between the two checkpoints (the study change makes them outdated).
+    ms.study.write_text(ms.study.read_text().replace("epochs: 1,", "epochs: 24,"))
+    table = ms.store / "tables" / "native_checkpoints" / "micro-qwen.parquet"
+    before = table.read_bytes()
+    ck = ms.store / "artifacts" / "native_checkpoints" / "micro-qwen"
+    cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--select", "key:native_checkpoints"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if _trained_epochs(ck / "sft") == 24:
+            break
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # No partial result is visible: the table is the old one, and dft is the old folder or a hidden temp one.
+    assert table.read_bytes() == before
+    assert _trained_epochs(ck / "dft") != 24
+
+    assert main(["run", "--study", str(ms.study), "--select", "key:native_checkpoints"]) == 0
+    meta = _meta(dg.DagsterInstance.get(), "native_checkpoints")
+    assert meta["reused_checkpoints"].value == 1  # sft was finished before the kill: reused, not retrained
+    resumed = pd.read_parquet(table)
+    assert not [p for p in ck.iterdir() if p.name.startswith(".")]  # temp folders cleaned up
+
+    # An uninterrupted run with the same seed, from scratch, gives the same table (timings aside).
+    import shutil
+
+    shutil.rmtree(ck)
+    assert main(["run", "--study", str(ms.study), "--select", "key:native_checkpoints"]) == 0
+    assert _meta(dg.DagsterInstance.get(), "native_checkpoints")["reused_checkpoints"].value == 0
+    fresh = pd.read_parquet(table)
+    cols = ["objective", "steps", "examples", "tokens_trained", "eos_rate", "path"]
+    pd.testing.assert_frame_equal(resumed[cols], fresh[cols])
+    assert resumed["train_loss"].tolist() == pytest.approx(fresh["train_loss"].tolist(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sigkill_during_an_oracle_pass_resumes_from_cached_rewrites(micro_study, monkeypatch):
+    """An LLM Oracle (the micro student itself, through the transformers backend) killed mid-study."""
+    ms = micro_study.copy(micro_study.root.parent / "crash-oracle").env(monkeypatch)
+    model = ms.store / "artifacts" / "base_model" / "micro-qwen" / "model"
+    ms.study.write_text(ms.study.read_text().replace(
+        "oracle: {kind: symbolic}",
+        f"oracle: {{kind: llm, model: '{model}', backend: {{kind: transformers, batch_size: 8}}, max_tokens: 160, "
+        "max_retries: 0, temperature: 1.0}"))
+    select = "key:oracle_refined_traces or key:oracle_synthesized_traces or key:style_aligned_traces"
+    store = ms.store
+    before = _cache_lines(store)
+    tables = {v: store / "tables" / f"{v}_traces" / "micro-qwen.parquet"
+              for v in ("oracle_refined", "oracle_synthesized", "style_aligned")}
+    old = {v: p.read_bytes() for v, p in tables.items()}
+    cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--select", select]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and _cache_lines(store) == before:  # the first Oracle pass is cached
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cached = _cache_lines(store) - before
+    assert cached > 0
+    # Each table is either the old one or a complete new one, never a partial file.
+    for v, p in tables.items():
+        df = pd.read_parquet(p)
+        assert p.read_bytes() == old[v] or df["oracle"].str.startswith("llm:").all()
+
+    assert main(["run", "--study", str(ms.study), "--select", select]) == 0
+    instance = dg.DagsterInstance.get()
+    hits = sum(_meta(instance, f"{v}_traces")["oracle_cache_hits"].value for v in tables)
+    assert hits >= cached  # every rewrite finished before the kill is reused, not regenerated
+    resumed = {v: pd.read_parquet(p) for v, p in tables.items()}
+
+    import shutil
+
+    shutil.rmtree(store / "cache")
+    assert main(["run", "--study", str(ms.study), "--select", select]) == 0
+    for v, p in tables.items():
+        assert _meta(dg.DagsterInstance.get(), f"{v}_traces")["oracle_cache_hits"].value == 0
+        pd.testing.assert_frame_equal(resumed[v], pd.read_parquet(p))

@@ -111,7 +111,7 @@ def test_finetuned_checkpoint_loads_generates_and_stops(tiny_model_dir, tmp_path
     data = build_training_set(tok, Prompt(), ids, problems, comps, 512)
     res = finetune(_job(tiny_model_dir, tmp_path / "ck", "sft", epochs=10, lr=1e-2), data.records, log=lambda m: None)
     assert res.steps == 60 and res.loss_curve[-1][1] < res.loss_curve[0][1] / 2
-    assert json.loads((tmp_path / "ck" / "qup_training.json").read_text())["objective"] == "sft"
+    assert json.loads((tmp_path / "ck" / "qup_training.json").read_text())["job"]["objective"] == "sft"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     model = AutoModelForCausalLM.from_pretrained(res.path)
     assert model.config.eos_token_id == tok.eos_token_id
@@ -119,6 +119,37 @@ def test_finetuned_checkpoint_loads_generates_and_stops(tiny_model_dir, tmp_path
     # The barely pretrained base never stops within 200 tokens; fine-tuned with eos in the labels, it does.
     assert stops_with_eos(str(tiny_model_dir), prompts, max_tokens=200) < 0.25
     assert stops_with_eos(res.path, prompts, max_tokens=200) >= 0.75
+
+
+def test_a_finished_identical_job_is_reused_and_a_changed_one_is_not(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    from qup_assets.training.finetune import finished_result, records_hash
+
+    ids, problems, comps, _ = _data(8)
+    data = build_training_set(_tok(tiny_model_dir), Prompt(), ids, problems, comps, 512)
+    job = _job(tiny_model_dir, tmp_path / "ck", data_hash=records_hash(data.records, "fp"))
+    assert finished_result(job) is None  # nothing trained yet
+    res = finetune(job, data.records, log=lambda m: None)
+    again = finished_result(job)
+    assert again is not None and again.train_loss == res.train_loss and again.loss_curve == res.loss_curve
+    other = replace(job, data_hash=records_hash(data.records[:-1], "fp"))
+    assert finished_result(other) is None  # other data: retrain
+    assert finished_result(replace(job, lr=1e-4)) is None  # other hyper-parameters: retrain
+
+
+def test_lora_checkpoint_is_merged_into_a_plain_model_folder(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    ids, problems, comps, _ = _data(16)
+    data = build_training_set(_tok(tiny_model_dir), Prompt(), ids, problems, comps, 512)
+    res = finetune(_job(tiny_model_dir, tmp_path / "lora", lora={"r": 4, "alpha": 8, "dropout": 0.0}, lr=1e-2),
+                   data.records, log=lambda m: None)
+    assert not (tmp_path / "lora" / "adapter_config.json").exists()  # merged: loads without peft
+    merged = AutoModelForCausalLM.from_pretrained(res.path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = [n for (n, a), (_, b) in zip(merged.named_parameters(), base.named_parameters()) if not (a == b).all()]
+    assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved
 
 
 def test_grid_points_cover_objectives_times_grid():

@@ -29,6 +29,8 @@ from qup_assets.training.finetune import (
     OverlengthError,
     build_training_set,
     finetune,
+    finished_result,
+    records_hash,
     stops_with_eos,
 )
 
@@ -119,6 +121,8 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
             context.log.warning(f"{name}/{variant}: dropped {len(data.dropped)} overlength traces "
                                 f"({data.drop_rate:.1%}) over max_length={tr.max_length}")
         probe = [render_prompt(tok, fam.prompt, p) for p in t["problem"].head(8)]
+        data_hash = records_hash(data.records, base_model.get("fingerprint", base_model["path"]))
+        reused = 0
         rows, curves = [], {}
         out_root = artifact_dir(study.store, f"{variant}_checkpoints", name)
         for objective, lr, batch in grid_points(tr):
@@ -126,11 +130,17 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
             job = FinetuneJob(base_model=base_model["path"], out_dir=str(out_root / point), objective=objective,
                               lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
                               max_length=tr.max_length, seed=tr.seed,
-                              lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code)
-            context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
-            if tr.launcher == "accelerate":
+                              lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code,
+                              data_hash=data_hash)
+            res = finished_result(job)
+            if res is not None:
+                reused += 1
+                context.log.info(f"{name}/{variant}: {point} already trained on the same data, reusing {res.path}")
+            elif tr.launcher == "accelerate":
+                context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
                 res = _run_accelerate(context, job, data.records, tr)
             else:
+                context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
                 res = finetune(job, data.records, log=context.log.info)
             eos = stops_with_eos(res.path, probe, s.evaluation.max_tokens, fam.trust_remote_code)
             if eos == 0:
@@ -155,6 +165,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
             "steps": int(df["steps"].sum()),
             "wall_time_s": float(df["wall_time_s"].sum()),
             "launcher": tr.launcher,
+            "reused_checkpoints": reused,
             "checkpoint_dir": dg.MetadataValue.path(str(out_root)),
         })
 
@@ -228,11 +239,13 @@ def build_eval_asset(variant: str) -> dg.AssetsDefinition:
         started = time.monotonic()
         tables, problems, stats = [], [], {"cache_hits": 0, "generated": 0}
         for _, ck in checkpoints.iterrows():
-            if not Path(ck["path"]).is_dir():
-                raise dg.Failure(description=f"{name}/{variant}: checkpoint folder {ck['path']} is missing; "
+            point = point_name(ck["objective"], ck["lr"], ck["batch_size"], s.training)
+            # The canonical location in this store (the table's absolute path is for people; a store may move).
+            path = artifact_dir(study.store, f"{variant}_checkpoints", name) / point
+            if not (path / "config.json").is_file():
+                raise dg.Failure(description=f"{name}/{variant}: checkpoint folder {path} is missing; "
                                  f"re-materialize {variant}_checkpoints for partition {name}")
-            label = f"{variant}/{point_name(ck['objective'], ck['lr'], ck['batch_size'], s.training)}"
-            table, probs, st = evaluate(context, study, s, name, ck["path"], benchmarks, label)
+            table, probs, st = evaluate(context, study, s, name, str(path), benchmarks, f"{variant}/{point}")
             ident = {"model_family": name, "objective": ck["objective"], "lr": ck["lr"], "batch_size": ck["batch_size"]}
             tables.append(table.assign(**ident))
             problems.append(probs.assign(**ident))

@@ -149,6 +149,7 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
         fam = study.family(s, name)
         started = time.monotonic()
         items = _items(native_traces, problem_pool)
+        cache_stats: dict = {}
         with contextlib.ExitStack() as stack:
             verifier = stack.enter_context(study.verifier(s))
             if task is None:
@@ -165,11 +166,16 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
                 except BackendError as e:
                     raise dg.Failure(description=f"oracle unavailable: {e}") from None
                 context.log.info(f"{name}: {task} with {oracle.name} on {len(items)} native traces")
-                results = oracle.run(task, items)
+                try:
+                    results = oracle.run(task, items)
+                except BackendError as e:
+                    raise dg.Failure(description=f"oracle unavailable during {task}: {e}") from None
+                if isinstance(oracle, LLMOracle):
+                    cache_stats = {"oracle_cache_hits": oracle.cache.hits, "oracle_generated": oracle.cache.misses}
                 oracle_name = oracle.name
                 prompt_text = prompt_template(task) if isinstance(oracle, LLMOracle) else None
         df = _variant_frame(name, native_traces, results, oracle_name)
-        context.add_output_metadata(_metadata(df, native_traces, time.monotonic() - started, prompt_text))
+        context.add_output_metadata({**_metadata(df, native_traces, time.monotonic() - started, prompt_text), **cache_stats})
         return df
 
     return _asset

@@ -38,6 +38,33 @@ class FinetuneJob:
     seed: int
     lora: dict | None = None
     trust_remote_code: bool = False
+    data_hash: str = ""  # of the training records and the base model: a finished identical job is reused
+
+
+def records_hash(records: Sequence[dict], base_model_fingerprint: str) -> str:
+    from qup_assets.backends.base import stable_hash
+
+    return stable_hash(base_model_fingerprint, json.dumps(list(records), sort_keys=True, ensure_ascii=False))
+
+
+def finished_result(job: FinetuneJob) -> "FinetuneResult | None":
+    """The result of an identical job whose checkpoint was already published (a re-run after a crash).
+
+    The folder appears only by rename after training, with the job and its result inside, so an
+    existing folder whose job matches this one exactly is complete.
+    """
+    meta = Path(job.out_dir) / "qup_training.json"
+    if not job.data_hash or not meta.is_file():
+        return None
+    try:
+        saved = json.loads(meta.read_text())
+    except ValueError:
+        return None
+    if saved.get("job") != asdict(job) or "result" not in saved:
+        return None
+    res = saved["result"]
+    res["loss_curve"] = [tuple(p) for p in res["loss_curve"]]
+    return FinetuneResult(**res)
 
 
 @dataclass
@@ -186,6 +213,11 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
     trained = trainer.train()
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     main = trainer.accelerator.is_main_process if is_main is None else is_main
+    result = FinetuneResult(
+        path=str(out), objective=job.objective, lr=job.lr, batch_size=job.batch_size, examples=len(records),
+        steps=int(trainer.state.global_step), tokens_trained=int(completion_tokens(tok, records) * job.epochs),
+        train_loss=float(trained.training_loss), wall_time_s=round(time.monotonic() - started, 1), loss_curve=curve,
+    )
     if main:
         final = trainer.model
         if job.lora:
@@ -197,17 +229,14 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
         def save(tmp):
             final.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            (Path(tmp) / "qup_training.json").write_text(json.dumps(asdict(job), indent=2, sort_keys=True))
+            (Path(tmp) / "qup_training.json").write_text(
+                json.dumps({"job": asdict(job), "result": asdict(result)}, indent=2, sort_keys=True))
 
         publish_model_dir(save, out)
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    return FinetuneResult(
-        path=str(out), objective=job.objective, lr=job.lr, batch_size=job.batch_size, examples=len(records),
-        steps=int(trainer.state.global_step), tokens_trained=int(completion_tokens(tok, records) * job.epochs),
-        train_loss=float(trained.training_loss), wall_time_s=round(time.monotonic() - started, 1), loss_curve=curve,
-    )
+    return result
 
 
 def stops_with_eos(model_dir: str, prompts: Sequence[str], max_tokens: int, trust_remote_code: bool = False) -> float:
