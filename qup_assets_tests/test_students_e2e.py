@@ -196,6 +196,25 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     assert set(t1["model_family"]) == {"micro-qwen", "micro-llama"}
     assert "pooled" in set(pd.read_csv(ms.store / "reports" / "micro" / "correlations.csv")["scope"])
 
+    # Both families' partitions at once: qup run's parallel children, and two multiprocess-executor runs.
+    env = dict(os.environ, QUP_STUDY=str(ms.study))
+    procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--force",
+                               "--jobs", "2", "--select", "key:native_samples or key:native_rewards"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    procs += [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
+                                "--select", "native_adaptation", "--partition", fam], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for fam in ("micro-qwen", "micro-llama")]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
+    assert "2 families, 2 at a time" in outs[0]
+    for fam in ("micro-qwen", "micro-llama"):
+        s = pd.read_parquet(ms.store / "tables" / "native_samples" / f"{fam}.parquet")
+        assert len(s) == 240 and not s.duplicated(["problem_id", "sample_idx"]).any()
+        a = pd.read_parquet(ms.store / "tables" / "native_adaptation" / f"{fam}.parquet")
+        assert a["problem_id"].is_unique and (a["model_family"] == fam).all()
+
 
 def _trained_epochs(folder: Path):
     try:
