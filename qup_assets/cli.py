@@ -150,10 +150,25 @@ def _run_families_in_parallel(args, instance, families: list[str], jobs: int) ->
     Torch in two processes that each use every core oversubscribes the CPU and runs far slower than
     one after the other; pinning the threads is what makes two at once faster.
     """
-    import subprocess
-
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    instance.event_log_storage.set_concurrency_slots("gpu", max(jobs, 1))  # CPU-only: the pool is the core budget
+    # CPU-only: the `gpu` pool is the core budget, one slot per pinned child. The instance's own limit is
+    # restored afterwards, so runs started from the UI (unpinned) do not oversubscribe the cores.
+    storage = instance.event_log_storage
+    before = storage.get_concurrency_info("gpu")
+    storage.set_concurrency_slots("gpu", max(jobs, 1))
+    try:
+        return _run_children(args, families, jobs, threads)
+    finally:
+        if before.using_default_limit:
+            storage.delete_concurrency_limit("gpu")
+        else:
+            storage.set_concurrency_slots("gpu", before.slot_count)
+
+
+def _run_children(args, families: list[str], jobs: int, threads: int) -> bool:
+    import subprocess
+    import time
+
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"\n== {len(families)} families, {jobs} at a time with {threads} torch thread(s) each", flush=True)
     base = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(args.study_path), "--stage", "partitioned"]
@@ -173,8 +188,6 @@ def _run_families_in_parallel(args, instance, families: list[str], jobs: int) ->
                     print(f"== family {fam} FAILED (exit {proc.returncode})", file=sys.stderr, flush=True)
                     ok = False
         if running:
-            import time
-
             time.sleep(0.5)
     return ok
 

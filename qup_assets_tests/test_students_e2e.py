@@ -209,6 +209,8 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     for p, out in zip(procs, outs):
         assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
     assert "2 families, 2 at a time" in outs[0]
+    # the pool was widened for the pinned children only: UI runs get the instance's limit back
+    assert dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu").using_default_limit
     for fam in ("micro-qwen", "micro-llama"):
         s = pd.read_parquet(ms.store / "tables" / "native_samples" / f"{fam}.parquet")
         assert len(s) == 240 and not s.duplicated(["problem_id", "sample_idx"]).any()
