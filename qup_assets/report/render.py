@@ -66,6 +66,8 @@ def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
     t1 = rep.table1.set_index(["model_family", "variant"])
     t2 = rep.table2.set_index(["model_family", "variant"])
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    families = sorted({f for f, _ in t2.index})
+    fills = {f: ("full" if i % 2 == 0 else "none") for i, f in enumerate(families)}  # filled / hollow per family
     for (fam, v), row in t2.iterrows():
         for o in rep.objectives:
             acc = t1.loc[(fam, v)].get(f"avg_at_k_{o}") if (fam, v) in t1.index else None
@@ -81,11 +83,14 @@ def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
                     xerr = [[x - lo], [hi - x]]
             yerr = [[100 * (acc - r1[f"ci_low_{o}"])], [100 * (r1[f"ci_high_{o}"] - acc)]]
             ax.errorbar(x, 100 * acc, xerr=xerr, yerr=yerr, fmt=OBJ_MARKERS.get(o, "o"), color=colors[v],
-                        alpha=0.85, capsize=2, ms=6)
+                        alpha=0.85, capsize=2, ms=6, fillstyle=fills[fam])
     for v in VARIANTS:
         ax.plot([], [], "o", color=colors[v], label=LABELS[v])
     for o in rep.objectives:
         ax.plot([], [], OBJ_MARKERS.get(o, "o"), color="gray", label=o.upper())
+    if len(families) > 1:
+        for f in families:
+            ax.plot([], [], "o", color="gray", fillstyle=fills[f], label=f)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Avg@{rep.k} (%)")
     if xcol == "global_ppl":
