@@ -78,7 +78,7 @@ def build_adaptation_asset(variant: str) -> dg.AssetsDefinition:
         started = time.monotonic()
         traces = on_common_set(inputs["traces"], common_problems)
         native = on_common_set(inputs.get("native_traces", inputs["traces"]), common_problems)
-        lm = scoring_backend(fam, base_model["path"])
+        lm = scoring_backend(fam, study.model_path(base_model))
         with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache:
             scored = cached_logprobs(lm, cache, list(traces["prompt"]), list(traces["completion"]), progress=context.log.info)
             native_scored = scored if variant == "native" else cached_logprobs(

@@ -26,6 +26,12 @@ class StudyResource(dg.ConfigurableResource):
     def cache_dir(self) -> Path:
         return Path(self.store_dir) / "cache"
 
+    def model_path(self, base_model: dict) -> str:
+        """The base model's folder. A synthetic student lives in the store and is found relative to it, so a
+        store that was copied or moved still uses its own models; an HF model is where the HF cache put it."""
+        rel = base_model.get("store_path")
+        return str(self.store / rel) if rel else base_model["path"]
+
     def family(self, study: Study, name: str) -> Family:
         if name not in study.families:
             raise dg.Failure(

@@ -75,7 +75,8 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
         built = build_synthetic_student(spec, name, knobs, out, exclude, verifier, log=context.log.info,
                                         heldout=min(100, max(20, spec.pretrain_problems // 10)))
     info = describe_model(out)
-    info.update(name=name, heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen)
+    info.update(name=name, heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen,
+                store_path=str(out.relative_to(study.store)))
     context.add_output_metadata(
         {
             "architecture": info["architecture"],
@@ -97,7 +98,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
 
 def _prompts(study: StudyResource, family_name: str, base_model: dict, problems: pd.DataFrame) -> list[str]:
     fam = study.family(study.load(), family_name)
-    tok = load_tokenizer(base_model["path"], fam.trust_remote_code)
+    tok = load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
     return [render_prompt(tok, fam.prompt, p) for p in problems["problem"]]
 
 
@@ -118,7 +119,7 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
     name = context.partition_key
     fam = study.family(s, name)
     try:
-        lm = open_backend(fam, base_model["path"], seed=s.sampling.seed)
+        lm = open_backend(fam, study.model_path(base_model), seed=s.sampling.seed)
     except BackendError as e:
         raise dg.Failure(description=str(e)) from None
     prompts = _prompts(study, name, base_model, problem_pool)

@@ -111,7 +111,8 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
         fam = study.family(s, name)
         tr = s.training
         t = on_common_set(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
-        tok = load_tokenizer(base_model["path"], fam.trust_remote_code)
+        base_path = study.model_path(base_model)
+        tok = load_tokenizer(base_path, fam.trust_remote_code)
         try:
             data = build_training_set(tok, fam.prompt, list(t["problem_id"]), list(t["problem"]),
                                       list(t["completion"]), tr.max_length, tr.on_overlength)
@@ -121,13 +122,13 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
             context.log.warning(f"{name}/{variant}: dropped {len(data.dropped)} overlength traces "
                                 f"({data.drop_rate:.1%}) over max_length={tr.max_length}")
         probe = [render_prompt(tok, fam.prompt, p) for p in t["problem"].head(8)]
-        data_hash = records_hash(data.records, base_model.get("fingerprint", base_model["path"]))
+        data_hash = records_hash(data.records, base_model.get("fingerprint", base_path))
         reused = 0
         rows, curves = [], {}
         out_root = artifact_dir(study.store, f"{variant}_checkpoints", name)
         for objective, lr, batch in grid_points(tr):
             point = point_name(objective, lr, batch, tr)
-            job = FinetuneJob(base_model=base_model["path"], out_dir=str(out_root / point), objective=objective,
+            job = FinetuneJob(base_model=base_path, out_dir=str(out_root / point), objective=objective,
                               lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
                               max_length=tr.max_length, seed=tr.seed,
                               lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code,
@@ -276,7 +277,7 @@ def base_eval(context: dg.AssetExecutionContext, study: StudyResource, base_mode
     s = study.load()
     name = context.partition_key
     started = time.monotonic()
-    table, probs, stats = evaluate(context, study, s, name, base_model["path"], benchmarks, "base")
+    table, probs, stats = evaluate(context, study, s, name, study.model_path(base_model), benchmarks, "base")
     ident = {"model_family": name, "objective": "none", "lr": float("nan"), "batch_size": 0}
     df = _eval_frame([table.assign(**ident)])
     pp = write_parquet_atomic(probs.assign(**ident), artifact_dir(study.store, "base_eval", name) / "per_problem.parquet")
