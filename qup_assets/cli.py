@@ -197,6 +197,7 @@ def cmd_run(args) -> int:
 
     from qup_assets.assets.partitions import sync_families
     from qup_assets.definitions import build_definitions
+    from qup_assets.storage.tables import report_dir
 
     study = load_study(args.study)
     ensure_dagster_home()
@@ -258,7 +259,7 @@ def cmd_run(args) -> int:
     store = store_root()
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
     print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
-    report = store / "reports" / study.name
+    report = report_dir(store, study.name)
     print(f"  report:  {report}" if report.exists() else "  report:  none yet (materialize paradox_report)")
     print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     if ok and (report / "headline.txt").exists() and any(k.to_user_string() == "paradox_report" for k in sinks):
@@ -281,8 +282,10 @@ def print_report(report: Path) -> None:
 
 
 def cmd_report(args) -> int:
+    from qup_assets.storage.tables import report_dir
+
     study = load_study(args.study)
-    report = store_root() / "reports" / study.name
+    report = report_dir(store_root(), study.name)
     if not (report / "headline.txt").exists():
         print(f"error: no report for study {study.name!r} under {report}; build it with: qup run --study {study.name}"
               " (or materialize paradox_report in the UI)", file=sys.stderr)

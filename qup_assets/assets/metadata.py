@@ -7,27 +7,11 @@ import io
 import dagster as dg
 import pandas as pd
 
-
-def _cell(v, width: int) -> str:
-    s = "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
-    s = s.replace("\n", " ").replace("|", "\\|")
-    return s if len(s) <= width else s[: width - 1] + "…"
+from qup_assets.markdown import markdown_table
 
 
 def md_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(df, max_rows, width))
-
-
-def markdown_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> str:
-    if df.empty:
-        return "_(no rows)_"
-    head = df.head(max_rows)
-    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
-    for row in head.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, width) for v in row) + " |")
-    if len(df) > max_rows:
-        lines.append(f"\n_{len(df) - max_rows} more rows_")
-    return "\n".join(lines)
 
 
 def counts_table(counts: dict, key: str = "reason", value: str = "count") -> dg.MetadataValue:

@@ -8,6 +8,7 @@ import pandas as pd
 from qup_assets.assets.metadata import md_table
 from qup_assets.assets.quality import ALL_VARIANTS
 from qup_assets.assets.resources import StudyResource
+from qup_assets.assets.training import per_problem_path
 from qup_assets.report.analysis import (
     correlation_table,
     correlations,
@@ -19,7 +20,7 @@ from qup_assets.report.analysis import (
 )
 from qup_assets.report.render import Report, data_uri, make_plots, markdown, table1_display, write_report
 from qup_assets.report.tables import table1, table2
-from qup_assets.storage.tables import artifact_dir
+from qup_assets.storage.tables import report_dir
 
 _INS = {
     **{f"{v}_{kind}": dg.AssetIn(f"{v}_{kind}") for v in ALL_VARIANTS
@@ -28,14 +29,10 @@ _INS = {
 }
 
 
-def report_dir(store, study_name: str):
-    return store / "reports" / study_name
-
-
 def _per_problem(store, variant: str, families: list[str]) -> pd.DataFrame:
     frames = []
     for fam in families:
-        path = artifact_dir(store, f"{variant}_eval", fam) / "per_problem.parquet"
+        path = per_problem_path(store, f"{variant}_eval", fam)
         if not path.is_file():
             raise dg.Failure(description=f"{path} is missing: re-materialize {variant}_eval for partition {fam}")
         frames.append(pd.read_parquet(path))

@@ -73,9 +73,7 @@ def _run_accelerate(context: dg.AssetExecutionContext, job: FinetuneJob, records
     if proc.returncode != 0 or not (job_dir / "result.json").exists():
         raise dg.Failure(description=f"accelerate launch exited with code {proc.returncode} for {job.out_dir}; "
                          f"the job is kept in {job_dir} (run the command by hand to debug: {' '.join(cmd)})")
-    result = json.loads((job_dir / "result.json").read_text())
-    result["loss_curve"] = [tuple(p) for p in result["loss_curve"]]
-    return FinetuneResult(**result)
+    return FinetuneResult.from_dict(json.loads((job_dir / "result.json").read_text()))
 
 
 def _loss_plot(curves: dict[str, list], title: str) -> str:
@@ -200,8 +198,19 @@ def evaluate(context: dg.AssetExecutionContext, study: StudyResource, s: Study, 
     return table, per_problem(samples), stats
 
 
-def _eval_frame(rows: list[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(rows, ignore_index=True)[EVAL_COLUMNS]
+def per_problem_path(store: Path, eval_asset: str, family: str) -> Path:
+    """Where an eval asset keeps its per-problem accuracies (read by the report's paired bootstraps)."""
+    return artifact_dir(store, eval_asset, family) / "per_problem.parquet"
+
+
+def _publish_eval(context: dg.AssetExecutionContext, study: StudyResource, tables: list[pd.DataFrame],
+                  problems: list[pd.DataFrame], stats: dict, started: float) -> pd.DataFrame:
+    """The eval table, with its per-problem accuracies written beside it and the metadata attached."""
+    df = pd.concat(tables, ignore_index=True)[EVAL_COLUMNS]
+    pp = write_parquet_atomic(pd.concat(problems, ignore_index=True),
+                              per_problem_path(study.store, context.asset_key.to_user_string(), context.partition_key))
+    context.add_output_metadata(_eval_metadata(df, pp, stats, started))
+    return df
 
 
 def _eval_metadata(df: pd.DataFrame, per_problem_path: Path, stats: dict, started: float) -> dict:
@@ -251,11 +260,7 @@ def build_eval_asset(variant: str) -> dg.AssetsDefinition:
             tables.append(table.assign(**ident))
             problems.append(probs.assign(**ident))
             stats = {k: stats[k] + st[k] for k in stats}
-        df = _eval_frame(tables)
-        pp = write_parquet_atomic(pd.concat(problems, ignore_index=True),
-                                  artifact_dir(study.store, f"{variant}_eval", name) / "per_problem.parquet")
-        context.add_output_metadata(_eval_metadata(df, pp, stats, started))
-        return df
+        return _publish_eval(context, study, tables, problems, stats, started)
 
     return _asset
 
@@ -279,7 +284,4 @@ def base_eval(context: dg.AssetExecutionContext, study: StudyResource, base_mode
     started = time.monotonic()
     table, probs, stats = evaluate(context, study, s, name, study.model_path(base_model), benchmarks, "base")
     ident = {"model_family": name, "objective": "none", "lr": float("nan"), "batch_size": 0}
-    df = _eval_frame([table.assign(**ident)])
-    pp = write_parquet_atomic(probs.assign(**ident), artifact_dir(study.store, "base_eval", name) / "per_problem.parquet")
-    context.add_output_metadata(_eval_metadata(df, pp, stats, started))
-    return df
+    return _publish_eval(context, study, [table.assign(**ident)], [probs.assign(**ident)], stats, started)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from qup_assets.markdown import markdown_table
 from qup_assets.report.analysis import LABELS, PAPER, VARIANTS
 
 OBJ_MARKERS = {"sft": "o", "dft": "s"}
@@ -192,12 +193,7 @@ def paper_display() -> pd.DataFrame:
 
 
 def _md(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = ["-" if (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|") for v in r]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(df, max_rows=None, width=None, na="-")
 
 
 def world_statement(rep: Report) -> str:

@@ -32,6 +32,11 @@ def artifact_dir(store: Path, asset: str, partition: str | None = None) -> Path:
     return Path(store) / "artifacts" / asset / (partition or UNPARTITIONED)
 
 
+def report_dir(store: Path, study_name: str) -> Path:
+    """Where a study's paradox report is written (Markdown, HTML, CSVs, PNGs)."""
+    return Path(store) / "reports" / study_name
+
+
 def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 

@@ -62,9 +62,7 @@ def finished_result(job: FinetuneJob) -> "FinetuneResult | None":
         return None
     if saved.get("job") != asdict(job) or "result" not in saved:
         return None
-    res = saved["result"]
-    res["loss_curve"] = [tuple(p) for p in res["loss_curve"]]
-    return FinetuneResult(**res)
+    return FinetuneResult.from_dict(saved["result"])
 
 
 @dataclass
@@ -79,6 +77,11 @@ class FinetuneResult:
     train_loss: float
     wall_time_s: float
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneResult":
+        """Back from JSON (result.json of a launched job, or a published checkpoint's record)."""
+        return cls(**{**d, "loss_curve": [tuple(p) for p in d["loss_curve"]]})
 
 
 @dataclass
