@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-STUDY ?= tiny
+# The study: STUDY=... or QUP_STUDY=... (the same variable the UI and qup read); default tiny.
+STUDY ?= $(or $(QUP_STUDY),tiny)
+PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: install study test test-fast dev plan bench clean
@@ -38,13 +40,13 @@ plan: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/qup plan --study $(STUDY)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not slow and not vllm"
+	$(BIN)/python -m pytest -q -rs -m "not slow and not vllm and not browser"
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 # Each script prints ratios against a baseline measured in the same run (about 10 minutes in all here).
 bench: $(VENV)/.installed-test

@@ -9,7 +9,7 @@ from qup_assets.assets.partitions import model_family
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.cli import main
 from qup_assets.definitions import build_definitions
-from qup_assets.study import resolve_study_path
+from qup_assets.study import load_study, resolve_study_path
 
 from .conftest import FIXTURES, write_study
 
@@ -140,9 +140,14 @@ def test_code_versions_follow_the_study_sections_each_asset_reads(tmp_path):
 
     base = resolve_study_path("micro").read_text()
     before = versions(base)
-    after = versions(base.replace("sampling: {n: 4,", "sampling: {n: 6,"))
+    edited = base.replace("sampling: {n: 4,", "sampling: {n: 6,")
+    assert edited != base, "micro.yaml changed shape: update this edit"
+    after = versions(edited)
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"native_samples", "native_traces"}
     family = "  micro-llama:\n    student: {kind: synthetic, architecture: llama, style: llama}\n"
-    added = versions(base.replace("\noracle:", "\n" + family + "\noracle:", 1))
+    with_family = base.replace("\noracle:", "\n" + family + "\noracle:", 1)
+    assert with_family != base, "micro.yaml changed shape: update this edit"
+    assert set(load_study(write_study(tmp_path / "f.yaml", with_family)).families) == {"micro-qwen", "micro-llama"}
+    added = versions(with_family)
     assert added == before  # a new family must not make the existing ones look stale

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import dagster as dg
 import pandas as pd
@@ -29,23 +28,22 @@ def test_concurrent_runs_multiprocess_executor_and_sql_while_writing(micro_study
     common = len(pd.read_parquet(ms.store / "tables" / "common_problems" / "micro-qwen.parquet").query("common"))
     sql = [sys.executable, "-m", "qup_assets.cli", "sql",
            "select (select count(*) from native_samples) s, (select count(*) from native_rewards) r"]
-    for round_ in range(2):
+    for _ in range(2):
         # the multiprocess executor (the implicit job's default), two runs of the same asset, and readers
         multi = subprocess.Popen(
             [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
              "--select", "native_rewards,oracle_synthesized_rewards", "--partition", "micro-qwen"],
             env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         runs = [_run(ms, "--select", "key:native_samples") for _ in range(2)]
-        reads = 0
-        while any(p.poll() is None for p in [multi, *runs]):
+        while True:  # qup sql works while runs write (at least one read per round, however fast the runs)
             out = subprocess.run(sql, capture_output=True, text=True, env=os.environ.copy())
-            assert out.returncode == 0, out.stderr  # qup sql works while runs write
-            reads += 1
+            assert out.returncode == 0, out.stderr
+            if all(p.poll() is not None for p in [multi, *runs]):
+                break
         outputs = [p.communicate()[0] for p in [multi, *runs]]
         for p, out in zip([multi, *runs], outputs):
             assert p.returncode == 0, out[-3000:]
             assert "database is locked" not in out.lower()
-        assert reads >= 1, round_
         samples = pd.read_parquet(ms.store / "tables" / "native_samples" / "micro-qwen.parquet")
         assert len(samples) == 240 and not samples.duplicated(["problem_id", "sample_idx"]).any()
         rewards = pd.read_parquet(ms.store / "tables" / "native_rewards" / "micro-qwen.parquet")
@@ -79,11 +77,9 @@ def test_missing_pieces_fail_clearly_and_recover_once_fixed(micro_study, monkeyp
     down = original.replace("oracle: {kind: symbolic}", "oracle: {kind: llm, model: m, backend: {kind: openai, "
                             "base_url: 'http://127.0.0.1:9/v1', model: m, per_request_seed: false}}")
     ms.study.write_text(down)
-    t = time.monotonic()
     assert main(["run", "--study", str(ms.study), "--select", "key:oracle_refined_traces"]) == 1
     err = capsys.readouterr().err
-    assert "http://127.0.0.1:9/v1" in err and "unreachable" in err, err[-2000:]
-    assert time.monotonic() - t < 120
+    assert "http://127.0.0.1:9/v1" in err and "unreachable after" in err, err[-2000:]
     ms.study.write_text(original)
     assert main(["run", "--study", str(ms.study), "--select", "key:oracle_refined_traces"]) == 0
 

@@ -12,12 +12,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
-from qup_assets.mathcore.extract import extract_answer
+from qup_assets.mathcore.extract import Extraction, extract_answer
 from qup_assets.oracle.base import OracleItem
-from qup_assets.oracle.llm import parse_output
+from qup_assets.oracle.llm import MAX_OUTPUT_CHARS, parse_output
 from qup_assets.oracle.symbolic import SymbolicOracle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,16 +47,22 @@ def test_payloads_are_never_executed_anywhere(tmp_path, verifier, tiny_model_dir
     texts = payloads(sentinel)
 
     # answer extraction and verification: a verdict for every input, never a crash
-    for t in texts:
-        extract_answer(t)
+    extracted = [extract_answer(t) for t in texts]
+    assert extracted[0] == Extraction(f"__import__('os').system('touch {sentinel}')", "boxed")  # text, never run
+    assert extracted[texts.index("")] == Extraction(None, "none")
+    for ex in extracted:  # each answer is bounded, valid text that any later step can store and show
+        assert ex.method in {"boxed", "marker", "none"}
+        assert ex.answer is None or (len(ex.answer) <= 1_000_000 and ex.answer.encode("utf-8"))
     results = verifier.verify_many([("4", t) for t in texts])
     assert len(results) == len(texts)
     assert {r.verdict for r in results} <= {"correct", "wrong", "no_answer", "timeout", "rejected"}
     assert [r.correct for r in results][:9] == [False] * 9
 
     # the Oracle: the LLM output parser and the symbolic step parser
-    for t in texts:
-        parse_output(t)
+    parsed = [parse_output(t) for t in texts]
+    assert parsed[0] == texts[0]  # no tags, no preamble: the reply is the solution, as text
+    assert parsed[texts.index("")] is None and parsed[[len(t) for t in texts].index(max(map(len, texts)))] is None
+    assert all(p is None or len(p) <= MAX_OUTPUT_CHARS for p in parsed)
     from qup_assets.world.generator import generate
 
     probs = generate(3, 5, min_steps=2, max_steps=2, max_operand=9)
@@ -112,9 +119,61 @@ def test_trust_remote_code_is_off_unless_the_study_turns_it_on():
     assert not any(f.trust_remote_code for f in paper.families.values())
 
 
-def test_the_ui_binds_to_localhost():
-    out = subprocess.run(["make", "-n", "dev"], cwd=REPO, capture_output=True, text=True).stdout
-    assert "dagster dev -h 127.0.0.1" in out
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets in LISTEN state on `port`, read from /proc (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(addr)
+    return found
+
+
+@pytest.mark.slow
+def test_make_dev_serves_the_ui_on_localhost_only(isolated):
+    """`make dev` as the README says, on a free port: the webserver listens on 127.0.0.1 and nowhere else."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (isolated / "dev.log").open("wb")
+    proc = subprocess.Popen(["make", "-s", "dev", f"PORT={port}", "STUDY=micro"], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (isolated / "dev.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the UI did not answer within 180 s:\n" + (isolated / "dev.log").read_text()[-3000:])
+        addrs = _listening_addresses(port)
+        assert addrs == {"0100007F"}, addrs  # 127.0.0.1 only: not 0.0.0.0, not ::
+        # and from the machine's own network address the port is closed
+        outside = socket.gethostbyname(socket.gethostname())
+        if not outside.startswith("127."):
+            with socket.socket() as sock, pytest.raises(OSError):
+                sock.settimeout(3)
+                sock.connect((outside, port))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- secrets: a fake key through a real run
@@ -170,4 +229,10 @@ def test_an_api_key_is_used_but_never_written_anywhere(micro_study, monkeypatch)
     assert not leaks, f"the API key was written to {leaks}"
     traces = pd.read_parquet(ms.store / "tables" / "oracle_refined_traces" / "micro-qwen.parquet")
     assert traces["oracle"].str.startswith("llm:fake-oracle").all()
-    assert key not in os.environ.get("QUP_STORE", "")
+    # Parquet pages may be compressed, so the byte scan above cannot see into them: read the tables and runs.
+    for table in ms.store.joinpath("tables").rglob("*.parquet"):
+        df = pd.read_parquet(table)
+        assert not df.astype(str).apply(lambda col: col.str.contains(key, regex=False)).any().any(), table
+    instance = dg.DagsterInstance.get()
+    for run in instance.get_runs():
+        assert key not in json.dumps(run.run_config, default=str) and key not in json.dumps(run.tags), run.run_id

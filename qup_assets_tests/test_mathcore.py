@@ -29,11 +29,12 @@ def test_extract_answer(text, answer, method):
     assert (ex.answer, ex.method) == (answer, method)
 
 
-def test_boxed_with_deep_nesting_is_linear():
-    text = "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}"
-    t = time.monotonic()
-    assert last_boxed(text).startswith("{{{")
-    assert time.monotonic() - t < 1.0
+def test_boxed_with_deep_nesting_is_matched_without_recursion():
+    # 10,000 levels would overflow any recursive matcher; the scan returns the whole balanced group.
+    # (Its speed is measured in bench/bench_verify.py, not asserted here.)
+    inner = "{" * 10_000 + "1" + "}" * 10_000
+    assert last_boxed("\\boxed{" + inner + "} tail") == inner
+    assert last_boxed("\\boxed{" + inner) is None  # unbalanced: no answer, not a crash
 
 
 def test_normalize_and_solution_answers():
@@ -117,11 +118,14 @@ def test_bombs_return_within_timeout_and_pool_keeps_answering(tmp_path):
         "\\boxed{" + "*".join(["99999999"] * 40) + "}",
     ]
     with VerifierPool(workers=2, timeout=timeout, max_answer_chars=4096) as pool:
-        for bomb in bombs:
-            t = time.monotonic()
-            res = pool.verify("3", bomb)
-            assert time.monotonic() - t < timeout + 3.0, (bomb[:30], res)
-            assert res.verdict in {"rejected", "timeout", "no_answer", "wrong"}
+        results = [pool.verify("3", bomb) for bomb in bombs]
+        for bomb, res in zip(bombs, results):  # a recorded verdict with its reason for each, never an exception
+            assert res.verdict in {"rejected", "timeout", "no_answer", "wrong"}, (bomb[:30], res)
+            assert res.reason and not res.correct
+        # the pre-filters stop the known bombs before any worker sees them, each with its own reason
+        assert [r.reason for r in results[:5]] == [
+            "nested exponent (power tower)", "nested exponent (power tower)", "factorial of a number larger than 1000",
+            "answer too long (1000000 chars > 4096)", "answer too long (20001 chars > 4096)"]
         # A hanging comparison is killed, and the replaced worker still answers.
         res = pool.verify("3", "\\boxed{10^{10^{10}}}")
         assert res.verdict == "rejected"
@@ -137,17 +141,23 @@ def test_hung_worker_is_killed_and_replaced():
         old = v.prefilter
         v.prefilter = lambda answer, max_chars: None
         try:
-            t = time.monotonic()
             res = pool.verify("3", "\\boxed{9^{9^{9^{9}}}}")
         finally:
             v.prefilter = old
-        assert res.verdict == "timeout" and "killed" in res.reason
-        assert time.monotonic() - t < 1.5 + 3.0
+        assert res.verdict == "timeout" and res.reason == "no verdict within 1.5s (worker killed)"
         assert pool.restarts == 1
         assert pool.verify("\\frac{1}{2}", "\\boxed{0.5}").verdict == "correct"
 
 
-def test_verification_never_runs_in_the_calling_process(verifier):
-    """math-verify work happens in spawned workers: the caller's pid never does the parse."""
-    assert verifier.verify("\\frac{1}{2}", "\\boxed{0.5}").reason == "math-verify"
-    assert verifier._workers and all(w.proc.pid != os.getpid() for w in verifier._workers)
+def test_verification_never_runs_in_the_calling_process(monkeypatch):
+    """math-verify work happens in spawned workers: broken in the caller, it still gives verdicts."""
+    import math_verify
+
+    def in_caller(*a, **k):
+        raise AssertionError("math-verify was called in the calling process")
+
+    monkeypatch.setattr(math_verify, "parse", in_caller)
+    monkeypatch.setattr(math_verify, "verify", in_caller)
+    with VerifierPool(workers=1, timeout=5.0) as pool:  # spawned: a fresh interpreter, unpatched
+        assert pool.verify("\\frac{1}{2}", "\\boxed{0.5}").verdict == "correct"
+        assert pool.verify("\\frac{1}{2}", "\\boxed{0.6}").verdict == "wrong"

@@ -8,7 +8,7 @@ from qup_assets.adaptation.similarity import information_atoms, normalized_edit_
 from qup_assets.backends.base import Completion
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.oracle.base import OracleItem
-from qup_assets.oracle.llm import LLMOracle, parse_output, prompt_template
+from qup_assets.oracle.llm import LLMOracle, parse_output
 from qup_assets.oracle.symbolic import SymbolicOracle, parse_steps
 from qup_assets.world.generator import generate
 from qup_assets.world.styles import get_style
@@ -98,17 +98,26 @@ def test_parse_output_tolerates_preambles_fences_and_tags():
 
 
 class ScriptedLM:
-    """A backend whose replies are given by the test (to feed malformed Oracle output)."""
+    """A backend whose replies are given by the test (to feed malformed Oracle output); it records what it saw.
+
+    `replies` is a list (one per call, the last repeated) or a dict from the request's seed to the reply.
+    """
 
     fingerprint = "scripted"
 
     def __init__(self, replies):
-        self.replies, self.calls = list(replies), 0
+        self.replies, self.calls, self.prompts, self.seeds = replies, 0, [], []
 
     def sample(self, requests, params, progress=None):
         out = []
-        for _ in requests:
-            out.append(Completion(self.replies[min(self.calls, len(self.replies) - 1)], 5, "stop"))
+        for r in requests:
+            self.prompts.append(r.prompt)
+            self.seeds.append(params.seed)
+            if isinstance(self.replies, dict):
+                text = self.replies.get(params.seed, "no answer")
+            else:
+                text = self.replies[min(self.calls, len(self.replies) - 1)]
+            out.append(Completion(text, 5, "stop"))
             self.calls += 1
         return out
 
@@ -116,10 +125,10 @@ class ScriptedLM:
 @pytest.mark.parametrize(
     "replies,reason",
     [
-        (["I cannot solve this."], "answer no_answer"),
+        (["I cannot solve this."], "answer no_answer: no final answer found"),
         (["<solution>" + "9" * 50_000 + "</solution>"], "unparsable reply"),
         (["<solution>\\boxed{__import__('os').system('touch SENTINEL')}</solution>"], "answer wrong"),
-        (["<solution>\\boxed{9^9^9^9}</solution>"], "answer rejected"),
+        (["<solution>\\boxed{9^9^9^9}</solution>"], "answer rejected: nested exponent"),
     ],
 )
 def test_malformed_oracle_output_is_a_recorded_failure(verifier, tmp_path, monkeypatch, replies, reason):
@@ -127,15 +136,34 @@ def test_malformed_oracle_output_is_a_recorded_failure(verifier, tmp_path, monke
     with ResponseCache(tmp_path, "c") as cache:
         oracle = LLMOracle(ScriptedLM(replies), cache, verifier, "scripted", max_retries=1)
         (r,) = oracle.run("refine", [_item(SLIP)])
-    assert not r.ok and r.completion is None and r.attempts == 2 and reason in r.reason
+    assert not r.ok and r.completion is None and r.attempts == 2
+    assert r.reason.startswith("failed after 2 attempts (") and reason in r.reason, r.reason
     assert not (tmp_path / "SENTINEL").exists()
 
 
-def test_retry_with_a_fresh_seed_then_success(verifier, tmp_path):
-    lm = ScriptedLM(["no answer", "<solution>So \\boxed{8}.</solution>"])
+def test_a_failed_attempt_is_retried_with_a_fresh_seed(verifier, tmp_path):
+    # Only seed 1 gives a verified answer: a retry that reused seed 0 would fail every time.
+    lm = ScriptedLM({0: "<solution>So \\boxed{7}.</solution>", 1: "<solution>So \\boxed{8}.</solution>"})
     with ResponseCache(tmp_path, "c") as cache:
         (r,) = LLMOracle(lm, cache, verifier, "scripted", max_retries=2).run("synthesize", [_item(None)])
-    assert r.ok and r.attempts == 2 and r.completion == "So \\boxed{8}."
+    assert r.ok and r.attempts == 2 and r.completion == "So \\boxed{8}." and r.reason == "verified"
+    assert lm.seeds == [0, 1]  # one request per attempt, each with its own seed; none after success
+
+
+def test_the_rendered_prompt_carries_the_problem_and_the_trace(verifier, tmp_path):
+    items = [OracleItem("p1", "Mia has 9 apples. She gives away 3.", "8", SLIP, PROGRAM)]
+    for kind in ("refine", "style_align", "synthesize"):
+        lm = ScriptedLM(["<solution>\\boxed{8}</solution>"])
+        with ResponseCache(tmp_path / kind, "c") as cache:
+            LLMOracle(lm, cache, verifier, "scripted", max_retries=0,
+                      chat_format=lambda t: f"<|user|>{t}<|assistant|>").run(kind, items)
+        (prompt,) = lm.prompts
+        assert prompt.startswith("<|user|>") and prompt.endswith("<|assistant|>")  # the chat format wraps it
+        assert "Mia has 9 apples. She gives away 3." in prompt
+        assert "{problem}" not in prompt and "{trace}" not in prompt
+        # refine and style_align rewrite the student's trace; synthesize writes from the problem alone
+        assert (SLIP in prompt) == (kind != "synthesize"), kind
+        assert "strictly preserve" in prompt.lower() if kind == "style_align" else True
 
 
 def test_llm_oracle_with_a_real_tiny_model_is_cached(verifier, tiny_model_dir, tmp_path):
@@ -147,9 +175,10 @@ def test_llm_oracle_with_a_real_tiny_model_is_cached(verifier, tiny_model_dir, t
     items = [_item(SLIP), _item(CORRECT)]
     with ResponseCache(tmp_path, "o") as cache:
         first = LLMOracle(lm, cache, verifier, "tiny", max_tokens=48, max_retries=1, chat_format=chat).run("style_align", items)
-        assert cache.misses == 4 - 2 * sum(r.ok and r.attempts == 1 for r in first)
+        assert cache.misses == sum(r.attempts for r in first)  # one generation per attempt, whatever succeeded
     with ResponseCache(tmp_path, "o") as cache:
         again = LLMOracle(lm, cache, verifier, "tiny", max_tokens=48, max_retries=1, chat_format=chat).run("style_align", items)
-        assert cache.misses == 0 and again == first
-    assert all(r.ok or "attempts" in r.reason for r in first)
-    assert "strictly preserve" in prompt_template("style_align").lower()
+        assert cache.misses == 0 and cache.hits == sum(r.attempts for r in first) and again == first
+    for r in first:  # a verified rewrite, or a failure that names its last verdict
+        assert (r.ok and r.reason == "verified") or (r.attempts == 2 and "failed after 2 attempts (" in r.reason
+                                                     and ("answer " in r.reason or "unparsable" in r.reason)), r

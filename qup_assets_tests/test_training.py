@@ -17,9 +17,9 @@ from qup_assets.study import Prompt, Training
 from qup_assets.training.finetune import (
     FinetuneJob,
     OverlengthError,
+    build_trainer,
     build_training_set,
     finetune,
-    sft_config,
     stops_with_eos,
 )
 from qup_assets.world.generator import generate
@@ -45,14 +45,8 @@ def _job(model_dir, out, objective="sft", **kw):
 
 
 def _trainer(model_dir, records, objective, tmp_path):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
-
-    job = _job(model_dir, tmp_path / objective, objective)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return SFTTrainer(model=model, args=sft_config(job, str(tmp_path / f"work-{objective}")),
-                      train_dataset=Dataset.from_list(records), processing_class=_tok(model_dir))
+    """The product's own trainer for a job (build_trainer is what finetune() trains with)."""
+    return build_trainer(_job(model_dir, tmp_path / objective, objective), records, log=lambda m: None)
 
 
 def test_dft_loss_is_token_loss_times_detached_probability(tiny_model_dir, tmp_path):
@@ -196,21 +190,29 @@ def test_eval_table_avg_at_k_pass_at_k_and_macro():
 
 
 def test_eval_repeats_exactly_with_the_same_seed(tiny_model_dir, tmp_path, verifier):
-    tok = _tok(tiny_model_dir)
+    from qup_assets.evaluation.evaluate import evaluate_model
+    from qup_assets.study import Evaluation, Family
+
     _, problems, _, probs = _data(12, seed=9)
     bench = pd.DataFrame({"problem_id": [f"b{i}" for i in range(12)], "problem": problems,
                           "answer": [p.answer for p in probs], "benchmark": ["x"] * 6 + ["y"] * 6})
-    prompts = [render_prompt(tok, Prompt(), p) for p in problems]
-    lm = TransformersBackend(tiny_model_dir)
-    tables = []
+    family = Family.model_validate({"student": {"kind": "hf", "model": str(tiny_model_dir)}})
+    ev = Evaluation(k=3, temperature=1.0, max_tokens=96, seed=5, bootstrap_samples=300)
+    runs = []
     for run in range(2):  # a fresh cache each time: the numbers come from sampling, not from a stored copy
-        with ResponseCache(tmp_path / f"cache{run}", "m") as cache:
-            s = sample_native(lm, cache, "f", bench, prompts, 3, SamplingParams(temperature=1.0, max_tokens=96, seed=5),
-                              verifier, label="eval")
-        s["benchmark"] = [b for b in bench["benchmark"] for _ in range(3)]
-        tables.append(eval_table(s, 3, 300, seed=0))
-    pd.testing.assert_frame_equal(tables[0], tables[1])
-    assert list(tables[0]["benchmark"]) == ["x", "y", MACRO]
+        runs.append(evaluate_model("f", family, str(tiny_model_dir), bench, ev, tmp_path / f"cache{run}", verifier))
+    (t0, p0, s0), (t1, p1, s1) = runs
+    pd.testing.assert_frame_equal(t0, t1)
+    pd.testing.assert_frame_equal(p0, p1)
+    assert s0 == s1 == {"cache_hits": 0, "generated": 36}
+    assert list(t0["benchmark"]) == ["x", "y", MACRO] and (t0["k"] == 3).all()
+    assert p0["k"].eq(3).all() and len(p0) == 12
+    # the macro row is the mean of the per-benchmark rows, which are the means of the per-problem accuracies
+    by_bench = p0.groupby("benchmark")["accuracy"].mean()
+    assert t0.set_index("benchmark").loc[["x", "y"], "avg_at_k"].tolist() == pytest.approx(by_bench.tolist())
+    again = evaluate_model("f", family, str(tiny_model_dir), bench, ev, tmp_path / "cache0", verifier)
+    assert again[2] == {"cache_hits": 36, "generated": 0}  # a re-run is served from the cache
+    pd.testing.assert_frame_equal(again[0], t0)
 
 
 # ---------------------------------------------------------------- several devices: accelerate through Pipes

@@ -15,12 +15,11 @@ from qup_assets.assets.metadata import md_table, plot_markdown
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.quality import ALL_VARIANTS, on_common_set
 from qup_assets.assets.resources import StudyResource
-from qup_assets.backends.base import BackendError, SamplingParams
-from qup_assets.backends.cache import ResponseCache
-from qup_assets.backends.factory import load_tokenizer, open_backend
+from qup_assets.backends.base import BackendError
+from qup_assets.backends.factory import load_tokenizer
 from qup_assets.backends.prompting import render_prompt
-from qup_assets.evaluation.metrics import EVAL_COLUMNS, MACRO, eval_table, per_problem
-from qup_assets.sampling.native import sample_native
+from qup_assets.evaluation.evaluate import evaluate_model
+from qup_assets.evaluation.metrics import EVAL_COLUMNS, MACRO
 from qup_assets.storage.tables import artifact_dir, write_parquet_atomic
 from qup_assets.study import Study, Training
 from qup_assets.training.finetune import (
@@ -179,23 +178,13 @@ checkpoint_assets = [build_checkpoints_asset(v) for v in ALL_VARIANTS]
 
 def evaluate(context: dg.AssetExecutionContext, study: StudyResource, s: Study, family: str, model_path: str,
              benchmarks: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """k verified samples per benchmark item from one model: (summary rows, per-problem rows, cache stats)."""
-    fam = study.family(s, family)
-    ev = s.evaluation
-    try:
-        lm = open_backend(fam, model_path, seed=ev.seed)
-    except BackendError as e:
-        raise dg.Failure(description=f"{family}/{label}: {e}") from None
-    tok = load_tokenizer(model_path, fam.trust_remote_code)
-    prompts = [render_prompt(tok, fam.prompt, p) for p in benchmarks["problem"]]
-    params = SamplingParams(temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_tokens, seed=ev.seed)
-    with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache, study.verifier(s) as verifier:
-        samples = sample_native(lm, cache, family, benchmarks, prompts, ev.k, params, verifier,
-                                progress=context.log.info, label=f"{label} eval")
-        stats = {"cache_hits": cache.hits, "generated": cache.misses}
-    samples["benchmark"] = [b for b in benchmarks["benchmark"] for _ in range(ev.k)]
-    table = eval_table(samples, ev.k, ev.bootstrap_samples, ev.seed)
-    return table, per_problem(samples), stats
+    """evaluate_model with the study's family, cache and verifier; a backend that cannot open fails the asset."""
+    with study.verifier(s) as verifier:
+        try:
+            return evaluate_model(family, study.family(s, family), model_path, benchmarks, s.evaluation,
+                                  study.cache_dir, verifier, label=label, log=context.log.info)
+        except BackendError as e:
+            raise dg.Failure(description=f"{family}/{label}: {e}") from None
 
 
 def per_problem_path(store: Path, eval_asset: str, family: str) -> Path:

@@ -172,20 +172,17 @@ def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
     )
 
 
-def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print,
-             is_main: bool | None = None) -> FinetuneResult:
-    """Train, then publish the model folder atomically (main process only) and return what happened."""
+def build_trainer(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print):
+    """TRL's SFTTrainer for a job, exactly as `finetune` trains it (tests inspect its loss and labels)."""
     import torch
+    import torch.distributed as dist
     from datasets import Dataset, disable_progress_bars
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
     from transformers.utils import logging as hf_logging
     from trl import SFTTrainer
 
-    from qup_assets.storage.tables import publish_model_dir
-
     if not records:
         raise ValueError("no training examples left (all traces dropped as overlength?)")
-    started = time.monotonic()
     hf_logging.disable_progress_bar()
     disable_progress_bars()  # datasets' map bars; Progress reports to the run log instead
     set_seed(job.seed)
@@ -199,20 +196,33 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
                 log(f"{job.objective} lr={job.lr:g} bs={job.batch_size}: step {state.global_step}/{state.max_steps} "
                     f"loss {logs['loss']:.4f}")
 
-    out = Path(job.out_dir)
-    work = out.parent / f".{out.name}.trainer"
-    import torch.distributed as dist
-
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(job, str(work), world_size=world),
+        args=sft_config(job, str(_work_dir(job)), world_size=world),
         train_dataset=Dataset.from_list(records),
         processing_class=tok,
         peft_config=_lora_config(job.lora) if job.lora else None,
         callbacks=[Progress()],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; Progress reports instead
+    return trainer
+
+
+def _work_dir(job: FinetuneJob) -> Path:
+    out = Path(job.out_dir)
+    return out.parent / f".{out.name}.trainer"
+
+
+def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print,
+             is_main: bool | None = None) -> FinetuneResult:
+    """Train, then publish the model folder atomically (main process only) and return what happened."""
+    from qup_assets.storage.tables import publish_model_dir
+
+    started = time.monotonic()
+    trainer = build_trainer(job, records, log)
+    tok = trainer.processing_class
+    out, work = Path(job.out_dir), _work_dir(job)
     trained = trainer.train()
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     main = trainer.accelerator.is_main_process if is_main is None else is_main
