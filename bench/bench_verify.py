@@ -3,6 +3,9 @@
 Two workloads, each measured against the baseline in the same run:
   integers  - the synthetic world's answers (decided by the exact fast path, no parsing)
   latex     - fractions, roots and expressions that need math-verify's parser
+Then the guarantees the tests check without timing them: answer extraction on 10,000 nested braces
+against a flat box of the same length (linear: ratio near 1), and the time to a verdict for each bomb
+against the pool's timeout (a bomb must never hold a caller longer than the timeout plus a restart).
 Run: make bench   (or .venv/bin/python bench/bench_verify.py [--n 400])
 """
 
@@ -12,7 +15,36 @@ import time
 
 from math_verify import LatexExtractionConfig, parse, verify
 
+from qup_assets.mathcore.extract import last_boxed
 from qup_assets.mathcore.verify import VerifierPool
+
+BOMBS = {
+    "power tower": "\\boxed{9^9^9^9}",
+    "factorial": "\\boxed{100000!}",
+    "million digits": "\\boxed{" + "7" * 1_000_000 + "}",
+    "nesting": "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+    "huge product": "\\boxed{" + "*".join(["99999999"] * 40) + "}",
+}
+
+
+def bench_guarantees(timeout: float = 2.0):
+    n = 10_000
+    deep, flat = "\\boxed{" + "{" * n + "1" + "}" * n + "}", "\\boxed{" + "x" * (2 * n + 1) + "}"
+    times = {}
+    for name, text in (("deep", deep), ("flat", flat)):
+        t = time.perf_counter()
+        for _ in range(20):
+            last_boxed(text)
+        times[name] = (time.perf_counter() - t) / 20
+    print(f"  extraction, 10,000 nested braces {times['deep'] * 1e3:.2f} ms | flat box of the same length "
+          f"{times['flat'] * 1e3:.2f} ms | ratio {times['deep'] / times['flat']:.2f}x")
+    with VerifierPool(workers=1, timeout=timeout, max_answer_chars=4096) as pool:
+        pool.verify("1", "\\boxed{1}")
+        for name, bomb in BOMBS.items():
+            t = time.perf_counter()
+            res = pool.verify("3", bomb)
+            took = time.perf_counter() - t
+            print(f"  bomb {name:15s} verdict {res.verdict:9s} in {took:6.3f} s | {took / timeout:5.2f}x the {timeout:g} s timeout")
 
 
 def workloads(n: int, seed: int = 0):
@@ -64,6 +96,7 @@ def main():
                 f"  {name:9s} math-verify direct {len(pairs) / t_base:8.0f} pairs/s | qup pool {len(pairs) / t_qup:8.0f} pairs/s"
                 f" | ratio {t_base / t_qup:5.2f}x | agree on correct: {base_ok} vs {qup_ok}"
             )
+    bench_guarantees()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ import pytest
 
 from qup_assets.mathcore.verify import VerifierPool
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def verifier():
@@ -24,11 +22,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("QUP_STORE", str(store))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return tmp_path
-
-
-def write_study(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")

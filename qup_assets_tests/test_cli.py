@@ -1,8 +1,13 @@
-"""`qup`'s own rules, tested directly on a real Dagster instance: what counts as out of date."""
+"""The `qup` command line on real Dagster instances: run, families, plan, verify, and what counts as out of date."""
+
+import json
 
 import dagster as dg
 
-from qup_assets.cli import outdated
+from qup_assets.cli import main, outdated
+from qup_assets.study import resolve_study_path
+
+from .helpers import write_study
 
 FAMILIES = dg.StaticPartitionsDefinition(["fam-a", "fam-b"])
 
@@ -75,3 +80,76 @@ def test_a_newer_parent_makes_every_family_outdated_but_not_its_parent():
         _materialize(defs, instance, {"pool"})  # the shared root was recomputed
         assert _stale(defs, instance, "fam-a") == ["samples", "scores"]
         assert _stale(defs, instance, "fam-b") == ["samples", "scores"]
+
+
+def test_qup_run_materializes_problems_with_metadata(isolated, capsys):
+    assert main(["run", "--study", "micro", "--select", "group:problems"]) == 0
+    out = capsys.readouterr().out
+    assert "study micro: done" in out and "report:" in out
+    instance = dg.DagsterInstance.get()
+    assert instance.get_dynamic_partitions("model_family") == ["micro-qwen"]
+    for key, rows in [("problem_pool", 60), ("benchmarks", None)]:
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        meta = event.asset_materialization.metadata
+        assert {"dagster/row_count", "rejected_by_reason", "sample"} <= set(meta), key
+        if rows:
+            assert meta["dagster/row_count"].value == rows
+    # The runs are in the instance the UI reads.
+    assert len(instance.get_runs()) >= 1
+
+    assert main(["sql", "select count(*) as n from problem_pool", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 60}]
+    assert main(["sql", "select benchmark, count(*) n from benchmarks group by 1", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("benchmark,n\nsynth-micro,")
+    assert main(["sql", "select * from no_such_table"]) == 1
+    assert "tables in" in capsys.readouterr().err
+
+
+def test_qup_run_reports_bad_problem_files(isolated, tmp_path, capsys):
+    bad = tmp_path / "garbage.jsonl"
+    bad.write_text('{"problem": "no answer anywhere", "solution": "none"}\nnot json\n')
+    study = write_study(
+        tmp_path / "bad.yaml",
+        f"name: bad\nproblems: {{kind: local, path: {bad}}}\n"
+        "benchmarks: [{name: b, source: {kind: synthetic, size: 5}}]\n"
+        "families: {f: {student: {kind: synthetic, style: qwen}}}\n",
+    )
+    assert main(["run", "--study", str(study)]) == 1
+    assert "no usable problems remain out of 2 rows" in capsys.readouterr().err
+
+
+def test_families_sync_list_and_removal_keeps_partitions(isolated, tmp_path, capsys):
+    text = resolve_study_path("micro").read_text()
+    study = write_study(tmp_path / "s.yaml", text)
+    assert main(["families", "list", "--study", str(study)]) == 0
+    assert "micro-qwen\tmissing" in capsys.readouterr().out
+    assert main(["families", "sync", "--study", str(study)]) == 0
+    assert "added: ['micro-qwen']" in capsys.readouterr().out
+    write_study(study, text.replace("micro-qwen:", "micro-llama:"))
+    assert main(["families", "sync", "--study", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "micro-llama\tpartition" in out and "micro-qwen\tpartition only" in out
+    assert set(dg.DagsterInstance.get().get_dynamic_partitions("model_family")) == {"micro-qwen", "micro-llama"}
+
+
+def test_plan_sizes_the_paper_study(isolated, capsys):
+    assert main(["plan", "--study", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2.5-math-1.5b" in out and "backend=vllm" in out
+    # 100K problems x N=8 x 4 families
+    assert "3,200,000" in out
+    # 5 variants x 2 objectives x 4 grid points = 40 checkpoints per family, 160 in all
+    assert "fine-tuned checkpoints" in out and " 160" in out
+
+
+def test_qup_verify_prints_json(capsys):
+    assert main(["verify", "1/2", "so \\boxed{\\frac{2}{4}}"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["verdict"] == "correct" and res["extracted"] == "\\frac{2}{4}"
+    assert main(["verify", "3", "\\boxed{9^9^9^9}"]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "rejected"
+
+
+def test_run_rejects_unknown_family(isolated, capsys):
+    assert main(["run", "--study", "micro", "--family", "nope"]) == 2
+    assert "not in study" in capsys.readouterr().err

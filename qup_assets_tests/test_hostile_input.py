@@ -21,25 +21,9 @@ from qup_assets.oracle.base import OracleItem
 from qup_assets.oracle.llm import MAX_OUTPUT_CHARS, parse_output
 from qup_assets.oracle.symbolic import SymbolicOracle
 
+from .helpers import payloads
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def payloads(sentinel: Path) -> list[str]:
-    s = str(sentinel)
-    return [
-        f"\\boxed{{__import__('os').system('touch {s}')}}",
-        f"The answer is $\\boxed{{eval(\"open('{s}','w')\")}}$",
-        f"Answer: exec(\"open('{s}','w').write('x')\")",
-        f"\\boxed{{Symbol('x').__class__.__mro__[1].__subclasses__()}} and open('{s}','w')",
-        f"#### lambda: open('{s}', 'w')",
-        "\\boxed{" + "{" * 400 + "1" + "}" * 400 + "}",  # nesting bomb
-        "\\boxed{9^{9^{9^{9^{9}}}}}",  # power tower
-        "\\boxed{100000!}",
-        "\\boxed{\ud800\udfff broken surrogates \x00\x1b[31m}",  # invalid unicode and control codes
-        "x" * 2_000_000 + "\\boxed{4}",  # an enormous output
-        "",
-        "{{ config.__class__.__init__.__globals__['os'].system('touch " + s + "') }}",  # template injection
-    ]
 
 
 def test_payloads_are_never_executed_anywhere(tmp_path, verifier, tiny_model_dir):
@@ -95,14 +79,7 @@ def test_payloads_are_never_executed_anywhere(tmp_path, verifier, tiny_model_dir
     data = build_training_set(tok, Prompt(), [f"p{i}" for i in range(5)], ["2+2?"] * 5, texts[:5], 4096)
     assert len(data.records) + len(data.dropped) == 5
 
-    # the report escapes what it shows
-    from qup_assets.report.render import html_page
-    from qup_assets_tests.test_report import _report_for
-
-    rep = _report_for(tmp_path, description=f"<script>fetch('/x')</script> {texts[0]}")
-    page = html_page(rep)
-    assert "<script>" not in page and "&lt;script&gt;" in page
-
+    # (the report escapes what it shows: test_report.py)
     assert not sentinel.exists()
 
 

@@ -1,11 +1,14 @@
 """Answer extraction and hardened verification, including hostile model text."""
 
-import os
-import time
 
 import pytest
 
-from qup_assets.mathcore.extract import answer_from_solution, extract_answer, last_boxed, normalize_answer
+from qup_assets.mathcore.extract import (
+    answer_from_solution,
+    extract_answer,
+    last_boxed,
+    normalize_answer,
+)
 from qup_assets.mathcore.verify import VerifierPool, prefilter
 
 

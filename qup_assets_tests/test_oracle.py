@@ -4,7 +4,11 @@ import json
 
 import pytest
 
-from qup_assets.adaptation.similarity import information_atoms, normalized_edit_distance, semantic_preservation
+from qup_assets.adaptation.similarity import (
+    information_atoms,
+    normalized_edit_distance,
+    semantic_preservation,
+)
 from qup_assets.backends.base import Completion
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.oracle.base import OracleItem

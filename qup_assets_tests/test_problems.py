@@ -6,11 +6,22 @@ import shutil
 import pandas as pd
 import pytest
 
-from qup_assets.problems.sources import ProblemSourceError, load_benchmarks, load_problems, problem_id
-from qup_assets.study import FieldMap, HFSource, LocalSource, SyntheticSource, load_study
+from qup_assets.problems.sources import (
+    ProblemSourceError,
+    load_benchmarks,
+    load_problems,
+    problem_id,
+)
+from qup_assets.study import (
+    FieldMap,
+    HFSource,
+    LocalSource,
+    SyntheticSource,
+    load_study,
+)
 from qup_assets.world.generator import Program, generate
 
-from .conftest import FIXTURES
+from .helpers import FIXTURES
 
 
 def test_synthetic_world_is_deterministic_and_consistent():
@@ -84,7 +95,7 @@ def test_hf_dataset_not_available_offline_says_what_to_download(verifier, monkey
 
 def test_mapping_to_a_missing_column_is_a_clear_error(verifier):
     src = LocalSource(kind="local", path=str(FIXTURES / "math500_like.jsonl"), fields=FieldMap(problem="question"))
-    with pytest.raises(ProblemSourceError, match=r"\[.question., .solution.\].*available columns"):
+    with pytest.raises(ProblemSourceError, match=r"\[.question.\] named in .*available columns: \[.answer., .level., .problem., .solution."):
         load_problems(src, verifier)
 
 
@@ -118,3 +129,159 @@ def test_benchmarks_are_decontaminated_against_the_pool(verifier, tmp_path):
 
 def test_problem_id_ignores_whitespace_and_case():
     assert problem_id("What is  2+3?") == problem_id("what is 2+3? ")
+
+
+
+# ---------------------------------------------------------------- the paper's datasets, in their real schemas
+# Each fixture is a few hand-written rows with the public dataset's own columns; the study's HF sources are
+# pointed at a local folder holding it, so rows go through datasets.load_dataset -> to_pandas (list columns
+# arrive as numpy arrays) and the field maps paper.yaml gives each benchmark.
+
+PAPER_FIXTURES = {"math500": "math500.jsonl", "minerva-math": "minerva.jsonl", "aime24": "aime24.jsonl",
+                  "amc23": "amc23.jsonl", "olympiadbench": "olympiadbench.jsonl"}
+NO_GOLD = "no_gold_answer: no answer field and no \\boxed{} in the solution"
+
+
+def _paper_on_fixtures(folder):
+    """paper.yaml with each dataset name replaced by a local folder holding its fixture (kind, split, fields kept)."""
+    paper = load_study("paper")
+
+    def local(src, fixture):
+        d = folder / fixture.removesuffix(".jsonl")
+        d.mkdir()
+        shutil.copy(FIXTURES / fixture, d / f"{src.split}.jsonl")
+        return src.model_copy(update={"name": str(d)})
+
+    benchmarks = [b.model_copy(update={"source": local(b.source, PAPER_FIXTURES[b.name])}) for b in paper.benchmarks]
+    return paper.model_copy(update={"benchmarks": benchmarks, "problems": local(paper.problems, "numina_cot.jsonl")})
+
+
+@pytest.fixture(scope="module")
+def paper_sets(tmp_path_factory, verifier):
+    study = _paper_on_fixtures(tmp_path_factory.mktemp("paper"))
+    pool = load_problems(study.problems, verifier, study)
+    return pool, load_benchmarks(study, verifier, set(pool.rows["problem_id"]))
+
+
+PAPER_GOLD = {
+    "math500": ["\\left( 3, \\frac{\\pi}{2} \\right)", "(2,12) \\cup (12,102)", "2", "30^\\circ", "\\$10.40", "20\\%",
+                "\\dfrac{1}{9}", "16\\sqrt{3}", "1,-2", "\\text{Evelyn}",
+                "2\\sqrt{5}"],  # the last row has a null answer: recovered from the solution's \boxed{}
+    # e-notation is written as LaTeX: math-verify would read 4.4e7 as 4.4*e*7
+    "minerva-math": ["1.6", "4.4 \\times 10^{7}", "7.25 \\times 10^{-11}", "\\frac{1}{I s+2 B}", "100", "\\frac{1}{20}",
+                     "\\frac{c}{x^{2}}-\\frac{\\cos (2 x)}{2 x^{2}}", "1.30"],
+    "aime24": ["204", "540", "809", "116", "033", "104"],  # the answer is the \boxed{} of the `solution` column
+    "amc23": ["27", "4", "8", "18", "1", "5"],  # a float column (27.0) in the real dataset
+    # final_answer is a list: one item, or several joined; never "['$5$']"
+    "olympiadbench": ["5", "(0,2),(0,-2),(4,23),(4,-23)", "1, 3, 9, 11", "\\frac{\\log 2}{\\log 2-\\log 3}",
+                      "(-\\infty,-2] \\cup[2,5]", "2 n-1", "15"],
+}
+
+
+def test_paper_benchmarks_load_from_their_real_schemas(paper_sets):
+    _, sets = paper_sets
+    assert sorted(sets) == sorted(PAPER_FIXTURES)
+    for name, ps in sets.items():
+        assert list(ps.rows["answer"]) == PAPER_GOLD[name], name
+        assert len(ps.rows) + len(ps.rejected) + ps.n_duplicates == ps.n_raw, name
+        assert (ps.rows["benchmark"] == name).all() and ps.rows["problem"].str.len().gt(20).all(), name
+    assert {n: ps.reject_counts() for n, ps in sets.items()} == {
+        "math500": {}, "minerva-math": {}, "aime24": {}, "amc23": {}, "olympiadbench": {"no_gold_answer": 1}}
+    # paper.yaml maps no solution for olympiadbench, so its row with a null final_answer has no gold answer
+    rej = sets["olympiadbench"].rejected
+    assert list(zip(rej["row"], rej["reason"])) == [(7, NO_GOLD)]
+    assert rej["problem_preview"].iloc[0].startswith("Compute the number of positive divisors")
+    math500 = sets["math500"].rows
+    assert math500["reference_solution"].iloc[0].startswith("We have that $r = \\sqrt{0^2 + 3^2} = 3.$")
+
+
+def test_olympiadbench_list_solutions_give_a_null_final_answer_its_boxed_answer(verifier, tmp_path):
+    """With the solution column mapped, OlympiadBench's list-valued solutions are joined, never dropped or str()'d."""
+    (tmp_path / "ob").mkdir()
+    shutil.copy(FIXTURES / "olympiadbench.jsonl", tmp_path / "ob" / "test.jsonl")
+    src = HFSource(kind="hf", name=str(tmp_path / "ob"), split="test",
+                   fields=FieldMap(problem="question", solution="solution", answer="final_answer"))
+    ps = load_problems(src, verifier)
+    assert ps.rejected.empty
+    assert list(ps.rows["answer"]) == PAPER_GOLD["olympiadbench"] + ["8"]
+    sols = ps.rows["reference_solution"]
+    assert sols.iloc[-1] == "The number of divisors is $(3+1)(1+1)$, so the answer is $\\boxed{8}$."
+    assert not sols.str.startswith("[").any()
+
+
+NUMINA_GOLD = [
+    "5\\text{ cm}",  # units stay in the gold; the verifier accepts a bare 5 (below)
+    "\\$12.50",
+    "(-\\infty, -1] \\cup [3, +\\infty)",
+    "\\dfrac{n}{2n+1}",  # two \boxed{} in the solution: the last one is the answer
+    "60^\\circ",
+    "25\\%",
+    "16\\pi",
+    "1200",  # \boxed{1,200}
+    "B",
+]
+
+
+def test_numinamath_pool_in_its_real_schema(paper_sets):
+    pool, _ = paper_sets
+    assert list(pool.rows["answer"]) == NUMINA_GOLD
+    assert list(zip(pool.rejected["row"], pool.rejected["reason"])) == [(9, NO_GOLD)]  # a proof, no \boxed{}
+    assert pool.n_raw == 10 and pool.n_duplicates == 0
+    assert pool.notes == ["asked for 100000 problems, only 9 usable"]
+    assert pool.rows["reference_solution"].str.contains("\\boxed{", regex=False).all()
+
+
+# (gold, the answer as a model writes it in \boxed{}, verdict). "wrong" rows show the gold really parses:
+# a gold that math-verify cannot parse is "rejected", not "wrong".
+MODEL_ANSWERS = [
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi/2)", "correct"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi)", "wrong"),
+    ("(2,12) \\cup (12,102)", "(2, 12) \\cup (12, 102)", "correct"),
+    ("30^\\circ", "30", "correct"),
+    ("\\$10.40", "10.4", "correct"),
+    ("20\\%", "20", "correct"),
+    ("\\dfrac{1}{9}", "\\frac19", "correct"),
+    ("\\dfrac{1}{9}", "\\frac{1}{8}", "wrong"),
+    ("1,-2", "-2, 1", "correct"),
+    ("2\\sqrt{5}", "\\sqrt{20}", "correct"),
+    ("4.4 \\times 10^{7}", "4.4\\times10^7", "correct"),
+    ("4.4 \\times 10^{7}", "44000000", "correct"),
+    ("7.25 \\times 10^{-11}", "7.3 \\times 10^{-11}", "wrong"),
+    ("033", "33", "correct"),
+    ("27", "27.0", "correct"),
+    ("27", "28", "wrong"),
+    ("1, 3, 9, 11", "11, 9, 3, 1", "correct"),
+    ("1, 3, 9, 11", "1, 3, 9", "wrong"),
+    ("(0,2),(0,-2),(4,23),(4,-23)", "(4,23),(4,-23),(0,2),(0,-2)", "correct"),
+    ("(-\\infty,-2] \\cup[2,5]", "(-\\infty, -2] \\cup [2, 5]", "correct"),
+    ("(-\\infty,-2] \\cup[2,5]", "(-\\infty, -2) \\cup (2, 5)", "wrong"),
+    ("2 n-1", "2n-1", "correct"),
+    ("5\\text{ cm}", "5", "correct"),
+    ("5\\text{ cm}", "6", "wrong"),
+    ("\\$12.50", "12.5", "correct"),
+    ("(-\\infty, -1] \\cup [3, +\\infty)", "(-\\infty,-1]\\cup[3,\\infty)", "correct"),
+    ("\\dfrac{n}{2n+1}", "\\frac{n}{2n+1}", "correct"),
+    ("60^\\circ", "60", "correct"),
+    ("25\\%", "25", "correct"),
+    ("16\\pi", "8\\pi", "wrong"),
+]
+
+
+def test_gold_answers_grade_answers_written_as_a_model_would(paper_sets, verifier):
+    pool, sets = paper_sets
+    golds = list(pool.rows["answer"]) + [a for ps in sets.values() for a in ps.rows["answer"]]
+    assert len(golds) == 9 + 11 + 8 + 6 + 6 + 7
+    echoed = verifier.verify_many([(g, f"Therefore, the final answer is $\\boxed{{{g}}}$.") for g in golds])
+    assert [r.verdict for r in echoed] == ["correct"] * len(golds), [(g, r.reason) for g, r in zip(golds, echoed)]
+    assert all(gold in golds for gold, _, _ in MODEL_ANSWERS)
+    results = verifier.verify_many([(g, f"So the answer is \\boxed{{{m}}}.") for g, m, _ in MODEL_ANSWERS])
+    got = [(g, m, r.verdict) for (g, m, _), r in zip(MODEL_ANSWERS, results)]
+    assert got == MODEL_ANSWERS
+
+
+def test_math500_like_loads_with_the_paper_field_map(verifier):
+    fields = next(b.source.fields for b in load_study("paper").benchmarks if b.name == "math500")
+    ps = load_problems(LocalSource(kind="local", path=str(FIXTURES / "math500_like.jsonl"), fields=fields), verifier)
+    assert list(ps.rows["answer"]) == ["6", "6", "\\frac{1}{2}", "(0,1)"]
+    assert list(zip(ps.rejected["row"], ps.rejected["reason"])) == [(4, NO_GOLD)]
+    assert ps.rows["reference_solution"].str.contains("\\boxed{", regex=False).all()

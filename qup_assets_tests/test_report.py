@@ -110,3 +110,15 @@ def test_report_files_are_written_and_the_html_is_self_contained(tmp_path):
     html = paths["report.html"].read_text()
     assert "<table>" in html and html.count("data:image/png;base64,") == 4 and 'src="reward' not in html
     assert pd.read_csv(paths["table1.csv"]).shape[0] == 5
+
+
+def test_the_report_escapes_hostile_text(tmp_path):
+    from qup_assets.report.render import html_page
+
+    from .helpers import payloads
+
+    sentinel = tmp_path / "PWNED"
+    rep = _report_for(tmp_path, description=f"<script>fetch('/x')</script> {payloads(sentinel)[0]}")
+    page = html_page(rep)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert not sentinel.exists()

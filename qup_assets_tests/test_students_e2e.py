@@ -14,7 +14,7 @@ import pytest
 from qup_assets.cli import main
 from qup_assets.study import resolve_study_path
 
-from .conftest import write_study
+from .helpers import write_study
 
 
 def _meta(instance, key):

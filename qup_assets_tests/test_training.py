@@ -1,18 +1,13 @@
-"""Fine-tuning (TRL SFT and DFT) and evaluation (Avg@k, bootstrap CIs) on real tiny HF models."""
+"""Fine-tuning with TRL (SFT and DFT) on real tiny HF models: the product's own trainer, in process and under accelerate."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 
-from qup_assets.backends.base import SamplingParams
-from qup_assets.backends.cache import ResponseCache
 from qup_assets.backends.prompting import render_prompt
-from qup_assets.backends.transformers_backend import TransformersBackend
-from qup_assets.evaluation.metrics import MACRO, bootstrap_ci, eval_table
-from qup_assets.sampling.native import sample_native
 from qup_assets.study import Prompt, Training
 from qup_assets.training.finetune import (
     FinetuneJob,
@@ -22,14 +17,8 @@ from qup_assets.training.finetune import (
     finetune,
     stops_with_eos,
 )
-from qup_assets.world.generator import generate
-from qup_assets.world.styles import STYLES
 
-
-def _data(n=48, seed=3):
-    probs = generate(n, seed, min_steps=1, max_steps=2, max_operand=9)
-    ids = [f"p{i}" for i in range(n)]
-    return ids, [p.problem for p in probs], [STYLES["qwen"].render(p.program, p.items) for p in probs], probs
+from .helpers import synthetic_traces
 
 
 def _tok(path):
@@ -52,7 +41,7 @@ def _trainer(model_dir, records, objective, tmp_path):
 def test_dft_loss_is_token_loss_times_detached_probability(tiny_model_dir, tmp_path):
     import torch
 
-    ids, problems, comps, _ = _data(8)
+    ids, problems, comps, _ = synthetic_traces(8)
     data = build_training_set(_tok(tiny_model_dir), Prompt(), ids, problems, comps, 512)
     losses = {}
     for objective in ("sft", "dft"):
@@ -74,7 +63,7 @@ def test_dft_loss_is_token_loss_times_detached_probability(tiny_model_dir, tmp_p
 
 def test_training_sequences_end_with_eos_and_mask_the_prompt(tiny_model_dir, tmp_path):
     tok = _tok(tiny_model_dir)
-    ids, problems, comps, _ = _data(6)
+    ids, problems, comps, _ = synthetic_traces(6)
     for prompt in (Prompt(), Prompt(format="plain", template="qwen-boxed")):
         data = build_training_set(tok, prompt, ids, problems, comps, 512)
         trainer = _trainer(tiny_model_dir, data.records, "sft", tmp_path)
@@ -88,7 +77,7 @@ def test_training_sequences_end_with_eos_and_mask_the_prompt(tiny_model_dir, tmp
 
 def test_overlength_traces_are_dropped_with_a_count_or_refused(tiny_model_dir):
     tok = _tok(tiny_model_dir)
-    ids, problems, comps, _ = _data(10)
+    ids, problems, comps, _ = synthetic_traces(10)
     comps[3] = comps[3] + " step" * 600
     data = build_training_set(tok, Prompt(), ids, problems, comps, 256)
     assert data.dropped == ["p3"] and len(data.records) == 9 and data.drop_rate == pytest.approx(0.1)
@@ -101,7 +90,7 @@ def test_finetuned_checkpoint_loads_generates_and_stops(tiny_model_dir, tmp_path
     from transformers import AutoModelForCausalLM
 
     tok = _tok(tiny_model_dir)
-    ids, problems, comps, _ = _data(48)
+    ids, problems, comps, _ = synthetic_traces(48)
     data = build_training_set(tok, Prompt(), ids, problems, comps, 512)
     res = finetune(_job(tiny_model_dir, tmp_path / "ck", "sft", epochs=10, lr=1e-2), data.records, log=lambda m: None)
     assert res.steps == 60 and res.loss_curve[-1][1] < res.loss_curve[0][1] / 2
@@ -120,7 +109,7 @@ def test_a_finished_identical_job_is_reused_and_a_changed_one_is_not(tiny_model_
 
     from qup_assets.training.finetune import finished_result, records_hash
 
-    ids, problems, comps, _ = _data(8)
+    ids, problems, comps, _ = synthetic_traces(8)
     data = build_training_set(_tok(tiny_model_dir), Prompt(), ids, problems, comps, 512)
     job = _job(tiny_model_dir, tmp_path / "ck", data_hash=records_hash(data.records, "fp"))
     assert finished_result(job) is None  # nothing trained yet
@@ -135,7 +124,7 @@ def test_a_finished_identical_job_is_reused_and_a_changed_one_is_not(tiny_model_
 def test_lora_checkpoint_is_merged_into_a_plain_model_folder(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    ids, problems, comps, _ = _data(16)
+    ids, problems, comps, _ = synthetic_traces(16)
     data = build_training_set(_tok(tiny_model_dir), Prompt(), ids, problems, comps, 512)
     res = finetune(_job(tiny_model_dir, tmp_path / "lora", lora={"r": 4, "alpha": 8, "dropout": 0.0}, lr=1e-2),
                    data.records, log=lambda m: None)
@@ -157,85 +146,29 @@ def test_grid_points_cover_objectives_times_grid():
     assert grid_points(Training()) == [("sft", 5e-5, 256), ("dft", 5e-5, 256)]
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_problems():
-    rng = np.random.default_rng(0)
-    widths = []
-    for n in (20, 80, 320):
-        acc = rng.binomial(4, 0.4, size=n) / 4
-        low, high = bootstrap_ci(acc, 2000, seed=1)
-        assert low <= acc.mean() <= high
-        widths.append(high - low)
-    assert widths[0] > widths[1] > widths[2]
-    assert bootstrap_ci(acc, 500, seed=1) == bootstrap_ci(acc, 500, seed=1)
-
-
-def test_eval_table_avg_at_k_pass_at_k_and_macro():
-    samples = pd.DataFrame({
-        "benchmark": ["a"] * 4 + ["b"] * 4,
-        "problem_id": ["a1", "a1", "a2", "a2", "b1", "b1", "b2", "b2"],
-        "correct": [True, False, False, False, True, True, True, False],
-        "verdict": ["correct", "wrong", "no_answer", "wrong", "correct", "correct", "correct", "wrong"],
-        "finish_reason": ["stop"] * 7 + ["length"],
-        "n_tokens": [10] * 8,
-    })
-    t = eval_table(samples, k=2, bootstrap_samples=200, seed=0).set_index("benchmark")
-    assert t.loc["a", "avg_at_k"] == 0.25 and t.loc["a", "pass_at_k"] == 0.5
-    assert t.loc["b", "avg_at_k"] == 0.75 and t.loc["b", "pass_at_k"] == 1.0
-    assert t.loc[MACRO, "avg_at_k"] == 0.5 and t.loc[MACRO, "n_problems"] == 4
-    assert t.loc["a", "no_answer_rate"] == 0.25 and t.loc["b", "truncation_rate"] == 0.25
-    assert (t["ci_low"] <= t["avg_at_k"]).all() and (t["avg_at_k"] <= t["ci_high"]).all()
-
-
-def test_eval_repeats_exactly_with_the_same_seed(tiny_model_dir, tmp_path, verifier):
-    from qup_assets.evaluation.evaluate import evaluate_model
-    from qup_assets.study import Evaluation, Family
-
-    _, problems, _, probs = _data(12, seed=9)
-    bench = pd.DataFrame({"problem_id": [f"b{i}" for i in range(12)], "problem": problems,
-                          "answer": [p.answer for p in probs], "benchmark": ["x"] * 6 + ["y"] * 6})
-    family = Family.model_validate({"student": {"kind": "hf", "model": str(tiny_model_dir)}})
-    ev = Evaluation(k=3, temperature=1.0, max_tokens=96, seed=5, bootstrap_samples=300)
-    runs = []
-    for run in range(2):  # a fresh cache each time: the numbers come from sampling, not from a stored copy
-        runs.append(evaluate_model("f", family, str(tiny_model_dir), bench, ev, tmp_path / f"cache{run}", verifier))
-    (t0, p0, s0), (t1, p1, s1) = runs
-    pd.testing.assert_frame_equal(t0, t1)
-    pd.testing.assert_frame_equal(p0, p1)
-    assert s0 == s1 == {"cache_hits": 0, "generated": 36}
-    assert list(t0["benchmark"]) == ["x", "y", MACRO] and (t0["k"] == 3).all()
-    assert p0["k"].eq(3).all() and len(p0) == 12
-    # the macro row is the mean of the per-benchmark rows, which are the means of the per-problem accuracies
-    by_bench = p0.groupby("benchmark")["accuracy"].mean()
-    assert t0.set_index("benchmark").loc[["x", "y"], "avg_at_k"].tolist() == pytest.approx(by_bench.tolist())
-    again = evaluate_model("f", family, str(tiny_model_dir), bench, ev, tmp_path / "cache0", verifier)
-    assert again[2] == {"cache_hits": 36, "generated": 0}  # a re-run is served from the cache
-    pd.testing.assert_frame_equal(again[0], t0)
-
-
-# ---------------------------------------------------------------- several devices: accelerate through Pipes
-
-
 @pytest.mark.slow
-def test_accelerate_launch_through_dagster_pipes(tiny_model_dir, tmp_path):
-    from qup_assets.assets.training import _run_accelerate
+def test_checkpoints_asset_trains_on_two_processes_with_accelerate(micro_study, monkeypatch):
+    """The real native_checkpoints asset with `launcher: accelerate, num_processes: 2`: two CPU ranks (gloo)
+    under `accelerate launch`, rank 0 reporting through Dagster Pipes, the same effective batch as one process."""
+    from qup_assets.cli import main
 
-    tok = _tok(tiny_model_dir)
-    ids, problems, comps, _ = _data(16)
-    data = build_training_set(tok, Prompt(), ids, problems, comps, 512)
-    job = _job(tiny_model_dir, tmp_path / "ck", "sft")
-
-    @dg.asset
-    def launched(context: dg.AssetExecutionContext) -> dg.Output[dict]:
-        res = _run_accelerate(context, job, data.records, Training(launcher="accelerate", num_processes=1))
-        return dg.Output({"steps": res.steps, "path": res.path})
-
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([launched], instance=instance)
-        assert result.success
-        out = result.output_for_node("launched")
-        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
-    assert out["steps"] == 2 and (tmp_path / "ck" / "config.json").exists()
-    assert any("rank 0:" in m for m in logs)  # rank 0 reported through Pipes into the run log
+    ms = micro_study.copy(micro_study.root.parent / "accelerate").env(monkeypatch)
+    table = ms.store / "tables" / "native_checkpoints" / "micro-qwen.parquet"
+    single = pd.read_parquet(table)
+    text = ms.study.read_text()
+    two = text.replace("training: {", "training: {launcher: accelerate, num_processes: 2, ", 1)
+    assert two != text
+    ms.study.write_text(two)
+    assert main(["run", "--study", str(ms.study), "--select", "key:native_checkpoints"]) == 0
+    instance = dg.DagsterInstance.get()
+    event = instance.get_latest_materialization_event(dg.AssetKey("native_checkpoints"))
+    assert event.asset_materialization.metadata["launcher"].value == "accelerate"
+    logs = [e.message for e in instance.all_logs(event.run_id) if e.message]
+    assert sum("rank 0 of 2:" in m for m in logs) == 2, logs[-20:]  # one line per objective, from rank 0 only
+    launched = pd.read_parquet(table)
+    assert list(launched["objective"]) == list(single["objective"])
+    # batch_size is the effective batch: split over two ranks, the optimizer takes as many steps as on one
+    assert launched["steps"].tolist() == single["steps"].tolist() and (launched["examples"] == single["examples"]).all()
+    assert (launched["eos_rate"] > 0).all()
+    for path in launched["path"]:
+        assert json.loads((Path(path) / "qup_training.json").read_text())["job"]["objective"] in {"sft", "dft"}

@@ -62,17 +62,30 @@ def _run_accelerate(context: dg.AssetExecutionContext, job: FinetuneJob, records
     (job_dir / "job.json").write_text(json.dumps(asdict(job)))
     (job_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (job_dir / "result.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(training.num_processes),
-           "-m", "qup_assets.training.launch", str(job_dir)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(training.num_processes)]
+    env = dict(os.environ)
+    if training.num_processes > 1:
+        # accelerate's torchrun launcher; without GPUs it runs the ranks on the CPU with gloo when told to
+        # (its own multi-CPU launcher needs mpirun).
+        cmd += ["--multi_gpu"]
+        if not _cuda_available():
+            env["ACCELERATE_USE_CPU"] = "true"
+    cmd += ["-m", "qup_assets.training.launch", str(job_dir)]
     # A Pipes session rather than PipesSubprocessClient: the asset returns its table through the IO manager,
     # while the launched ranks only stream logs (rank 0) into this run's log.
     with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
                                message_reader=dg.PipesTempFileMessageReader()) as session:
-        proc = subprocess.run(cmd, env={**os.environ, **session.get_bootstrap_env_vars()})
+        proc = subprocess.run(cmd, env={**env, **session.get_bootstrap_env_vars()})
     if proc.returncode != 0 or not (job_dir / "result.json").exists():
         raise dg.Failure(description=f"accelerate launch exited with code {proc.returncode} for {job.out_dir}; "
                          f"the job is kept in {job_dir} (run the command by hand to debug: {' '.join(cmd)})")
     return FinetuneResult.from_dict(json.loads((job_dir / "result.json").read_text()))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _loss_plot(curves: dict[str, list], title: str) -> str:

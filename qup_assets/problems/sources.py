@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from qup_assets.mathcore.extract import answer_from_solution, clean_text, normalize_answer
@@ -156,13 +157,38 @@ def raw_rows(src: Source, study: Study | None = None) -> tuple[pd.DataFrame, str
 # ---------------------------------------------------------------- cleaning
 
 
-def _as_text(v) -> str | None:
+def _as_text(v, join: str | None = None) -> str | None:
+    """A cell as text; a list cell (numpy arrays from HF/parquet) is joined with `join`, or None without one."""
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return None
-    if isinstance(v, (list, dict)):
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return (join.join(t for t in map(_as_text, v) if t) or None) if join is not None else None
+    if isinstance(v, dict):
         return None
     s = clean_text(v).strip()
     return s or None
+
+
+_E_NOTATION = re.compile(r"([-+]?\d+(?:\.\d+)?)[eE]([-+]?\d+)")
+
+
+def _gold_answer(answer_cell, solution: str | None) -> str | None:
+    """The gold answer: the answer column, else the solution's last \\boxed{}.
+
+    A list answer (OlympiadBench `final_answer`: ["$1$", "$3$"]) becomes "1, 3", each item normalized
+    first, never str(list). A plain e-notation answer (Minerva "4.4e7") is written as LaTeX: math-verify
+    reads 4.4e7 as 4.4*e*7 (Euler's number). An integer stored in a float column (AMC23: 27.0) is "27".
+    """
+    if isinstance(answer_cell, float) and answer_cell.is_integer():
+        answer_cell = int(answer_cell)
+    if isinstance(answer_cell, (list, tuple, np.ndarray)):
+        answer = ", ".join(a for a in (normalize_answer(t) for t in map(_as_text, answer_cell) if t) if a)
+    else:
+        text = _as_text(answer_cell)
+        answer = normalize_answer(text) if text else None
+    answer = answer or answer_from_solution(solution)
+    m = _E_NOTATION.fullmatch(answer or "")
+    return f"{m.group(1)} \\times 10^{{{int(m.group(2))}}}" if m else answer
 
 
 def clean_rows(raw: pd.DataFrame, label: str, verifier: VerifierPool, size: int | None, seed: int,
@@ -185,9 +211,8 @@ def clean_rows(raw: pd.DataFrame, label: str, verifier: VerifierPool, size: int 
         if len(problem) > max_problem_chars:
             rejected.append({"row": i, "reason": f"problem_too_long: {len(problem)} chars", "problem_preview": problem[:80]})
             continue
-        solution = _as_text(r["solution"])
-        answer = _as_text(r["answer"])
-        answer = normalize_answer(answer) if answer else answer_from_solution(solution)
+        solution = _as_text(r["solution"], join="\n\n")
+        answer = _gold_answer(r["answer"], solution)
         if not answer:
             why = "no_gold_answer: no answer field and no \\boxed{} in the solution"
             rejected.append({"row": i, "reason": why, "problem_preview": problem[:80]})

@@ -10,6 +10,7 @@ trace teaches the model to stop before its final answer.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -146,7 +147,7 @@ def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
     from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
-    micro = min(job.micro_batch_size, job.batch_size)
+    micro = min(job.micro_batch_size, max(1, job.batch_size // world_size))  # per device
     return SFTConfig(
         output_dir=output_dir,
         loss_type="nll" if job.objective == "sft" else "dft",
@@ -175,7 +176,6 @@ def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
 def build_trainer(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print):
     """TRL's SFTTrainer for a job, exactly as `finetune` trains it (tests inspect its loss and labels)."""
     import torch
-    import torch.distributed as dist
     from datasets import Dataset, disable_progress_bars
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
     from transformers.utils import logging as hf_logging
@@ -196,7 +196,9 @@ def build_trainer(job: FinetuneJob, records: list[dict], log: Callable[[str], No
                 log(f"{job.objective} lr={job.lr:g} bs={job.batch_size}: step {state.global_step}/{state.max_steps} "
                     f"loss {logs['loss']:.4f}")
 
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    # The launcher's WORLD_SIZE: torch.distributed is only initialised later, inside the trainer, so asking it
+    # here would say 1 and double the effective batch on two devices.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     trainer = SFTTrainer(
         model=model,
         args=sft_config(job, str(_work_dir(job)), world_size=world),

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with open_dagster_pipes() as pipes:
             result = finetune(job, records, log=pipes.log.info, is_main=True)
-            pipes.log.info(f"rank 0: {result.steps} steps, train loss {result.train_loss:.4f}, {result.wall_time_s}s")
+            world = os.environ.get("WORLD_SIZE", "1")
+            pipes.log.info(f"rank 0 of {world}: {result.steps} steps, train loss {result.train_loss:.4f}, "
+                           f"{result.wall_time_s}s")
     else:
         result = finetune(job, records, is_main=True)
     (job_dir / "result.json").write_text(json.dumps(asdict(result)))

@@ -1,13 +1,16 @@
-"""Reward-model backends on tiny real HF models built here, the synthetic RM, and perplexity maths."""
+"""Reward-model backends on tiny real HF models built here, and the synthetic RM."""
 
 import math
 import textwrap
 
 import pytest
 
-from qup_assets.adaptation.perplexity import global_ppl, loss_by_token, quartile_ppl, trace_metrics
-from qup_assets.backends.base import TokenLogprobs
-from qup_assets.reward.scorers import OutcomeRM, ProcessRM, SequenceClassifierRM, open_reward_model
+from qup_assets.reward.scorers import (
+    OutcomeRM,
+    ProcessRM,
+    SequenceClassifierRM,
+    open_reward_model,
+)
 
 PROBLEMS = ["Mia has 3 apples. Then Mia buys 2 more apples. How many?"] * 3
 SOLUTIONS = ["Step 1: Add 2: $ 3 + 2 = 5 $\nThe final answer is $\\boxed{5}$.",
@@ -123,26 +126,3 @@ def test_synthetic_rm_prefers_oracle_written_correct_solutions(tmp_path):
     oracle = rm.score([p.problem for p in test], [STYLES["oracle"].render(p.program, p.items) for p in test])
     student = rm.score([p.problem for p in test], [STYLES["qwen"].render(p.program, p.items) for p in test])
     assert sum(oracle) / 20 > sum(student) / 20  # the RM learned the Oracle's style as "quality"
-
-
-def test_quartile_split_hand_checked():
-    assert quartile_ppl([-1.0] * 4 + [-2.0] * 4) == pytest.approx([math.e, math.e, math.e**2, math.e**2])
-    # 5 tokens split 2/1/1/1: the first quarter gets the extra token
-    q = quartile_ppl([-1.0, -3.0, -2.0, -2.0, -4.0])
-    assert q == pytest.approx([math.e**2, math.e**2, math.e**2, math.e**4])
-    assert all(math.isnan(x) for x in quartile_ppl([-1.0, -1.0])[2:])
-    m = trace_metrics(TokenLogprobs(tokens=list("abcd"), logprobs=[-0.5, -0.5, -1.0, -1.0]))
-    assert m["nll"] == 3.0 and m["n_tokens"] == 4 and m["ppl"] == pytest.approx(math.exp(0.75))
-
-
-def test_global_ppl_is_token_weighted():
-    import pandas as pd
-
-    df = pd.DataFrame({"nll": [1.0, 9.0], "n_tokens": [1, 9]})
-    assert global_ppl(df) == pytest.approx(math.e)  # not the mean of per-trace PPLs
-
-
-def test_loss_attribution_shares():
-    t = [TokenLogprobs(tokens=["\\(", "1", "\\("], logprobs=[-3.0, -1.0, -2.0])]
-    df = loss_by_token(t)
-    assert df.iloc[0]["token"] == "\\(" and df.iloc[0]["share"] == pytest.approx(5 / 6)

@@ -1,0 +1,38 @@
+"""Helpers shared by several test files (fixtures live in conftest.py)."""
+
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def write_study(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def synthetic_traces(n=48, seed=3):
+    """(ids, problems, completions in the qwen student's style, world problems) from the synthetic world."""
+    from qup_assets.world.generator import generate
+    from qup_assets.world.styles import STYLES
+
+    probs = generate(n, seed, min_steps=1, max_steps=2, max_operand=9)
+    ids = [f"p{i}" for i in range(n)]
+    return ids, [p.problem for p in probs], [STYLES["qwen"].render(p.program, p.items) for p in probs], probs
+
+
+def payloads(sentinel: Path) -> list[str]:
+    s = str(sentinel)
+    return [
+        f"\\boxed{{__import__('os').system('touch {s}')}}",
+        f"The answer is $\\boxed{{eval(\"open('{s}','w')\")}}$",
+        f"Answer: exec(\"open('{s}','w').write('x')\")",
+        f"\\boxed{{Symbol('x').__class__.__mro__[1].__subclasses__()}} and open('{s}','w')",
+        f"#### lambda: open('{s}', 'w')",
+        "\\boxed{" + "{" * 400 + "1" + "}" * 400 + "}",  # nesting bomb
+        "\\boxed{9^{9^{9^{9^{9}}}}}",  # power tower
+        "\\boxed{100000!}",
+        "\\boxed{\ud800\udfff broken surrogates \x00\x1b[31m}",  # invalid unicode and control codes
+        "x" * 2_000_000 + "\\boxed{4}",  # an enormous output
+        "",
+        "{{ config.__class__.__init__.__globals__['os'].system('touch " + s + "') }}",  # template injection
+    ]

@@ -1,0 +1,57 @@
+"""The synthetic world: problems are programs told as stories, and every writer's trace carries the same answer."""
+
+import pytest
+
+from qup_assets.mathcore.extract import extract_answer
+from qup_assets.oracle.symbolic import parse_steps
+from qup_assets.world.generator import Program, Step, generate
+from qup_assets.world.styles import STYLES, get_style
+
+
+def test_generation_is_deterministic_in_its_arguments_and_respects_the_knobs():
+    a, b = generate(50, seed=7, min_steps=2, max_steps=3, max_operand=9), generate(50, seed=7, min_steps=2, max_steps=3, max_operand=9)
+    assert a == b
+    assert [p.problem for p in generate(50, seed=8, min_steps=2, max_steps=3, max_operand=9)] != [p.problem for p in a]
+    for p in a:
+        assert 2 <= len(p.program.steps) <= 3
+        assert all(s.arg <= 9 for s in p.program.steps if s.op in ("add", "sub"))
+        values = p.program.values()
+        assert all(v > 0 for v in values)  # a count of items never goes to zero or below
+        for s, v in zip(p.program.steps, values):
+            assert s.op != "div" or v % s.arg == 0  # divisions are exact
+
+
+def test_the_story_and_the_textbook_solution_tell_the_program():
+    (p,) = generate(1, seed=3, min_steps=3, max_steps=3)
+    assert p.problem.startswith(f"{p.name} has {p.program.start} {p.items}.")
+    assert p.problem.endswith(f"How many {p.items} does {p.name} have now?")
+    assert all(str(s.arg) in p.problem for s in p.program.steps)
+    assert extract_answer(p.reference_solution).answer == p.answer == str(p.program.values()[-1])
+
+
+def test_program_round_trips_through_json_and_rejects_unknown_ops():
+    prog = Program(9, (Step("sub", 3), Step("div", 3), Step("mul", 4)))
+    assert Program.from_json(prog.to_json()) == prog and prog.values() == [9, 6, 2, 8] and prog.answer == 8
+    with pytest.raises(ValueError, match="unknown op 'pow'"):
+        Step("pow", 2).apply(3)
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_every_style_states_the_answer_and_writes_parsable_steps(style):
+    for p in generate(30, seed=11):
+        text = get_style(style).render(p.program, p.items)
+        assert extract_answer(text).answer == p.answer, (style, text)
+        steps = parse_steps(text)
+        # every step is one equation `a OP b = r` that the symbolic Oracle can check, with the program's numbers
+        assert [(s.a, s.b, s.r) for s in steps] == [(v, st.arg, r) for st, v, r in
+                                                    zip(p.program.steps, p.program.values(), p.program.values()[1:])]
+
+
+def test_styles_differ_in_form_not_in_content():
+    (p,) = generate(1, seed=5, min_steps=3, max_steps=3)
+    texts = {name: s.render(p.program, p.items) for name, s in STYLES.items()}
+    assert len(set(texts.values())) == len(STYLES)
+    assert len(texts["oracle"]) < min(len(texts["qwen"]), len(texts["llama"]))  # the Oracle's compaction
+    assert " " not in texts["oracle"].split("\n")[0]
+    with pytest.raises(ValueError, match="unknown style 'gpt'"):
+        get_style("gpt")
