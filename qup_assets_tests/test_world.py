@@ -21,6 +21,11 @@ def test_generation_is_deterministic_in_its_arguments_and_respects_the_knobs():
             assert s.op != "div" or v % s.arg == 0  # divisions are exact
 
 
+def test_values_stay_below_the_generators_cap_even_on_long_programs():
+    for p in generate(1000, seed=1, min_steps=6, max_steps=8, max_operand=9):
+        assert max(p.program.values()) <= max(100, 10 * 9 * 9)  # what a small student can carry
+
+
 def test_the_story_and_the_textbook_solution_tell_the_program():
     (p,) = generate(1, seed=3, min_steps=3, max_steps=3)
     assert p.problem.startswith(f"{p.name} has {p.program.start} {p.items}.")
