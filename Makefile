@@ -45,8 +45,12 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -rs -m "not slow and not vllm and not browser"
 
+# The UI with one code location per study in data/studies; a study file elsewhere (STUDY=path/to/x.yaml)
+# is served as the only location.
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+	@if [ -f "data/studies/$(STUDY).yaml" ]; then where="-w workspace.yaml"; else where="-m qup_assets.definitions"; fi; \
+	echo "UI: http://127.0.0.1:$(PORT)"; \
+	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) $$where
 
 # Each script prints ratios against a baseline measured in the same run (about 10 minutes in all here).
 bench: $(VENV)/.installed-test

@@ -192,14 +192,47 @@ def _run_children(args, families: list[str], jobs: int, threads: int) -> bool:
     return ok
 
 
+def _namespace_ok(study: Study) -> bool:
+    """The study may write its namespace: no other file owns the name, no old-layout tables at the root."""
+    from qup_assets.storage.namespace import NamespaceError, claim, legacy_layout, legacy_message
+
+    root = store_root()
+    if legacy_layout(root):
+        print(f"error: {legacy_message(root)}", file=sys.stderr)
+        return False
+    try:
+        claim(root, study.name, study.source_path)
+    except NamespaceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def _resolve_selection(study: Study, defs, select: str | None) -> list:
+    """Asset keys for a --select written without the study's prefix ('key:native_samples'), or with it."""
+    import dagster as dg
+
+    from qup_assets.definitions import study_assets
+
+    graph = defs.resolve_asset_graph()
+    if not select:
+        return list(dg.AssetSelection.all().resolve(graph))
+    selection = dg.AssetSelection.from_string(select)
+    plain = dg.Definitions(assets=study_assets(study, prefix=False), resources=defs.resources).resolve_asset_graph()
+    keys = [dg.AssetKey([study.name, *k.path]) for k in selection.resolve(plain)]
+    return keys or list(selection.resolve(graph))
+
+
 def cmd_run(args) -> int:
     import dagster as dg
 
     from qup_assets.assets.partitions import sync_families
     from qup_assets.definitions import build_definitions
-    from qup_assets.storage.tables import report_dir
+    from qup_assets.storage.tables import report_dir, study_store
 
     study = load_study(args.study)
+    if not _namespace_ok(study):
+        return 2
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     added = sync_families(study, instance)
@@ -218,8 +251,7 @@ def cmd_run(args) -> int:
     defs = build_definitions(study.source_path)
     graph = defs.resolve_asset_graph()
     try:
-        selection = dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
-        keys = selection.resolve(graph)
+        keys = _resolve_selection(study, defs, args.select)
     except Exception as e:  # noqa: BLE001 - Dagster raises several types for a bad selection
         print(f"error: invalid --select {args.select!r}: {e}\nexamples: 'group:problems', 'key:native_samples', "
               "'key:*_rewards' (wildcards), 'native_traces++' (two layers downstream)", file=sys.stderr)
@@ -256,13 +288,13 @@ def cmd_run(args) -> int:
             if not ok:
                 break
     ok = ok and _execute(job, instance, todo(sinks))
-    store = store_root()
+    store = study_store(store_root(), study.name)
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
-    print(f"  results: {store / 'tables'}  (query with: qup sql \"select * from problem_pool limit 5\")")
-    report = report_dir(store, study.name)
+    print(f"  results: {store / 'tables'}  (query with: qup sql --study {study.name} \"select * from problem_pool limit 5\")")
+    report = report_dir(store)
     print(f"  report:  {report}" if report.exists() else "  report:  none yet (materialize paradox_report)")
     print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    if ok and (report / "headline.txt").exists() and any(k.to_user_string() == "paradox_report" for k in sinks):
+    if ok and (report / "headline.txt").exists() and any(k.path[-1] == "paradox_report" for k in sinks):
         print()
         print_report(report)
     return 0 if ok else 1
@@ -282,10 +314,10 @@ def print_report(report: Path) -> None:
 
 
 def cmd_report(args) -> int:
-    from qup_assets.storage.tables import report_dir
+    from qup_assets.storage.tables import report_dir, study_store
 
     study = load_study(args.study)
-    report = report_dir(store_root(), study.name)
+    report = report_dir(study_store(store_root(), study.name))
     if not (report / "headline.txt").exists():
         print(f"error: no report for study {study.name!r} under {report}; build it with: qup run --study {study.name}"
               " (or materialize paradox_report in the UI)", file=sys.stderr)
@@ -361,7 +393,9 @@ def cmd_plan(args) -> int:
     if sinks:
         print("  after all families: " + ", ".join(k.to_user_string() for k in sinks))
     print("\ncompute estimate (upper bounds):")
-    for label, value in estimate(study, store_root()):
+    from qup_assets.storage.tables import study_store
+
+    for label, value in estimate(study, study_store(store_root(), study.name)):
         print(f"  {label:58s} {value:>22s}")
     return 0
 
@@ -388,6 +422,40 @@ def cmd_families(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- store
+
+
+def cmd_store(args) -> int:
+    """`qup store migrate --study NAME`: move a pre-namespace store's tables into that study's folder."""
+    import dagster as dg
+
+    from qup_assets.assets.history import copy_history
+    from qup_assets.definitions import build_definitions
+    from qup_assets.storage.namespace import NamespaceError, claim, legacy_layout, migrate_files
+
+    study = load_study(args.study)
+    root = store_root()
+    if not legacy_layout(root):
+        print(f"nothing to migrate: {root} has no tables from before per-study namespaces")
+        return 0
+    try:
+        moves = migrate_files(root, study.name)
+        claim(root, study.name, study.source_path)
+    except NamespaceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for src, dst in moves:
+        print(f"moved {src} -> {dst}")
+    ensure_dagster_home()
+    graph = build_definitions(study.source_path).resolve_asset_graph()
+    n = copy_history(study, dg.DagsterInstance.get(), graph)
+    print(f"recorded {n} materializations under the {study.name}/ asset keys (history and code versions kept)")
+    left = legacy_layout(root)
+    if left:
+        print(f"still at the store root (other studies' reports): {left}")
+    return 0
+
+
 # ---------------------------------------------------------------- sql, verify
 
 
@@ -396,11 +464,15 @@ def cmd_sql(args) -> int:
 
     from qup_assets.storage.catalog import list_tables, query
 
-    store = store_root()
+    from qup_assets.storage.tables import study_store
+
+    study = load_study(args.study)
+    store = study_store(store_root(), study.name)
     try:
         df = query(store, args.query)
     except duckdb.Error as e:
-        print(f"error: {e}\ntables in {store}: {list_tables(store) or 'none yet (run qup run)'}", file=sys.stderr)
+        print(f"error: {e}\ntables of study {study.name!r} in {store}: "
+              f"{list_tables(store) or f'none yet (run qup run --study {study.name})'}", file=sys.stderr)
         return 1
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
@@ -438,8 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(r)
     r.add_argument("--family", action="append", help="only this family's partition (repeatable)")
     r.add_argument("--select", help="Dagster asset selection, e.g. 'problem_pool' or 'group:problems'")
-    r.add_argument("--jobs", type=int, help="families materialized at once (default: cores / 2 on a CPU-only "
-                   "machine, 1 with a GPU)")
+    r.add_argument("--jobs", type=int, help="families materialized at once (default: one per core on a CPU-only "
+                   "machine, each pinned to cores / jobs torch threads; 1 with a GPU)")
     r.add_argument("--force", action="store_true", help="materialize every selected asset, even if up to date")
     r.add_argument("--stage", choices=["all", "partitioned"], default="all", help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
@@ -457,8 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(f)
     f.set_defaults(fn=cmd_families)
 
-    q = sub.add_parser("sql", help="DuckDB SQL over the stored tables (one view per asset)")
+    st = sub.add_parser("store", help="move a store written before per-study namespaces into a study's folder")
+    st.add_argument("action", choices=["migrate"])
+    study_arg(st)
+    st.set_defaults(fn=cmd_store)
+
+    q = sub.add_parser("sql", help="DuckDB SQL over a study's stored tables (one view per asset)")
     q.add_argument("query")
+    study_arg(q)
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.set_defaults(fn=cmd_sql)
 
@@ -471,10 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qup_assets.storage.namespace import NamespaceError
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except StudyError as e:
+    except (StudyError, NamespaceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

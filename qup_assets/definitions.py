@@ -1,18 +1,27 @@
-"""The Dagster code location: assets, checks, resources and the family sensor for one study.
+"""The Dagster code location of one study: its assets, checks, resources and family sensor.
 
-The study is chosen by QUP_STUDY (a name under data/studies or a path, default
-'tiny') and outputs go under QUP_STORE (default data/store).
+Every study is its own namespace in one instance: asset keys carry the study's name as prefix
+(`tiny/native_samples`), families are the study's own dynamic partitions (`tiny_model_family`) and
+outputs go to QUP_STORE/studies/<name>/. workspace.yaml loads one code location per study file
+in data/studies (`qup_assets.definitions:<name>`); `defs` is the study QUP_STUDY names (default tiny).
 """
 
+
+from pathlib import Path
 
 import dagster as dg
 
 from qup_assets.assets import problems, quality, report, students, training, variants
+from qup_assets.assets.partitions import family_partitions
 from qup_assets.assets.resources import StudyResource
 from qup_assets.assets.sensors import build_family_sensor
-from qup_assets.storage.io_manager import StoreIOManager
 from qup_assets.backends.base import stable_hash
-from qup_assets.study import Study, load_study, resolve_study_path, store_root
+from qup_assets.storage.io_manager import StoreIOManager
+from qup_assets.storage.namespace import check_claim
+from qup_assets.storage.tables import study_store
+from qup_assets.study import STUDIES_DIR, Study, load_study, resolve_study_path, store_root
+
+MODULES = [problems, students, variants, quality, training, report]
 
 # The study sections each asset reads directly; a change there changes the asset's code version, so
 # the UI shows it (and, through lineage, everything downstream) as stale. Per-family settings are left
@@ -32,29 +41,47 @@ STUDY_INPUTS = {
 }
 
 
-def _versioned(assets: list, study: Study) -> list:
-    def with_study(spec: dg.AssetSpec) -> dg.AssetSpec:
-        sections = STUDY_INPUTS.get(spec.key.to_user_string())
-        if not sections:
-            return spec
-        digest = stable_hash(*[study.model_dump(mode="json").get(k) for k in sections])[:8]
-        return spec.replace_attributes(code_version=f"{spec.code_version}-study.{digest}")
+def study_assets(study: Study, prefix: bool = True) -> list[dg.AssetsDefinition]:
+    """The asset graph for one study: keys under its prefix, its family partitions, code versions that carry
+    a hash of the study sections each asset reads (so the UI shows a study edit as staleness)."""
+    families = family_partitions(study.name)
+    dumped = study.model_dump(mode="json")
 
-    return [a.map_asset_specs(with_study) for a in assets]
+    def for_study(spec: dg.AssetSpec) -> dg.AssetSpec:
+        changes = {"partitions_def": families} if spec.partitions_def is not None else {}
+        sections = STUDY_INPUTS.get(spec.key.path[-1])
+        if sections:
+            digest = stable_hash(*[dumped.get(k) for k in sections])[:8]
+            changes["code_version"] = f"{spec.code_version}-study.{digest}"
+        return spec.replace_attributes(**changes) if changes else spec
+
+    assets = dg.load_assets_from_modules(MODULES, key_prefix=study.name if prefix else None)
+    return [a.map_asset_specs(for_study) for a in assets]
 
 
 def build_definitions(study: str | None = None, store: str | None = None) -> dg.Definitions:
     study_path = str(resolve_study_path(study))
-    store_dir = str(store or store_root())
+    s = load_study(study_path)
+    root = Path(store) if store else store_root()
+    check_claim(root, s.name, study_path)  # a second file with this name fails here, before anything runs
+    store_dir = str(study_store(root, s.name))
     return dg.Definitions(
-        assets=_versioned(dg.load_assets_from_modules([problems, students, variants, quality, training, report]), load_study(study_path)),
-        asset_checks=dg.load_asset_checks_from_modules([problems, students, variants]),
-        sensors=[build_family_sensor(study_path)],
+        assets=study_assets(s),
+        asset_checks=dg.load_asset_checks_from_modules([problems, students, variants], asset_key_prefix=s.name),
+        sensors=[build_family_sensor(study_path, s.name)],
         resources={
-            "study": StudyResource(study=study_path, store_dir=store_dir),
+            "study": StudyResource(study=study_path, store_dir=store_dir, store_root=str(root)),
             "io_manager": StoreIOManager(store_dir=store_dir),
         },
     )
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    """`qup_assets.definitions:<study>` for each study file in data/studies: one code location per study."""
+    if name.startswith("__") or not (STUDIES_DIR / f"{name}.yaml").is_file():
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r} (no study file "
+                             f"{STUDIES_DIR / (name + '.yaml')})")
+    return build_definitions(name)
 
 
 defs = build_definitions()

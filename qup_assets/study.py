@@ -21,6 +21,8 @@ STUDIES_DIR = REPO_ROOT / "data" / "studies"
 DEFAULT_STUDY = "tiny"
 
 FAMILY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# A study's name is its namespace: the asset key prefix, the partitions' name and its folder in the store.
+STUDY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 BENCHMARK_NAME = FAMILY_NAME
 
 
@@ -303,6 +305,16 @@ class Study(_Strict):
     evaluation: Evaluation = Evaluation()
     verification: Verification = Verification()
     min_common_fraction: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _study_name(cls, v: str) -> str:
+        if not STUDY_NAME.match(v):
+            raise ValueError(
+                f"study name {v!r} cannot be a namespace: use lowercase letters, digits and '_', starting with a "
+                "letter (max 40); it becomes the Dagster asset key prefix and the study's folder in the store"
+            )
+        return v
 
     @field_validator("families")
     @classmethod

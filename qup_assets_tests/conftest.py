@@ -43,14 +43,16 @@ class MicroStudy:
 
     def __init__(self, root: Path):
         self.root = root
-        self.store = root / "store"
+        self.store_root = root / "store"  # QUP_STORE
+        self.store = self.store_root / "studies" / "micro"  # the study's own folder in it
         self.home = root / "dagster_home"
         self.study = root / "micro.yaml"
         self.cold_seconds = 0.0
 
     def env(self, monkeypatch) -> "MicroStudy":
-        monkeypatch.setenv("QUP_STORE", str(self.store))
+        monkeypatch.setenv("QUP_STORE", str(self.store_root))
         monkeypatch.setenv("DAGSTER_HOME", str(self.home))
+        monkeypatch.setenv("QUP_STUDY", str(self.study))  # qup sql / report default to this study
         return self
 
     def copy(self, dest: Path) -> "MicroStudy":
@@ -76,7 +78,7 @@ def micro_study(tmp_path_factory):
     (ms.home / "dagster.yaml").write_text((Path(__file__).parent.parent / "dagster.yaml").read_text())
     ms.study.write_text(resolve_study_path("micro").read_text())
     saved = {k: os.environ.get(k) for k in ("QUP_STORE", "DAGSTER_HOME")}
-    os.environ.update(QUP_STORE=str(ms.store), DAGSTER_HOME=str(ms.home))
+    os.environ.update(QUP_STORE=str(ms.store_root), DAGSTER_HOME=str(ms.home))
     try:
         t = time.monotonic()
         assert main(["run", "--study", str(ms.study)]) == 0

@@ -5,6 +5,20 @@ from pathlib import Path
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def key(name: str, study: str = "micro"):
+    """An asset's key in the instance: the study's name is its prefix."""
+    import dagster as dg
+
+    return dg.AssetKey([study, name])
+
+
+def study_data(study: str = "micro") -> Path:
+    """The study's own folder under $QUP_STORE."""
+    import os
+
+    return Path(os.environ["QUP_STORE"]) / "studies" / study
+
+
 def write_study(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -36,3 +50,18 @@ def payloads(sentinel: Path) -> list[str]:
         "",
         "{{ config.__class__.__init__.__globals__['os'].system('touch " + s + "') }}",  # template injection
     ]
+
+
+def printed_command_works(message: str) -> str:
+    """The first `hf ...` command an error message prints, checked against the installed CLI: its subcommand
+    and options must exist (run with --help, which parses them and downloads nothing)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    cmd = re.search(r"`(hf [^`]+)`", message).group(1)
+    hf = shutil.which("hf") or str(Path(sys.executable).parent / "hf")
+    out = subprocess.run([hf, *cmd.split()[1:], "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, f"{cmd!r} does not work as printed: {out.stderr[-500:]}"
+    return cmd

@@ -1,9 +1,9 @@
-"""The Dagster layer and the `qup` command against a real instance in a temp DAGSTER_HOME."""
+"""The Dagster layer: every asset described and versioned in its study's namespace, the sensor, the checks."""
 
 
 import dagster as dg
 
-from qup_assets.assets.partitions import model_family
+from qup_assets.assets.partitions import family_partitions
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.definitions import build_definitions
 from qup_assets.study import load_study, resolve_study_path
@@ -11,9 +11,10 @@ from qup_assets.study import load_study, resolve_study_path
 from .helpers import write_study
 
 
-def test_every_asset_is_documented_grouped_and_versioned():
+def test_every_asset_is_documented_grouped_and_versioned(isolated):
     graph = build_definitions("micro").resolve_asset_graph()
     for key in graph.get_all_asset_keys():
+        assert key.path[0] == "micro", key  # the study's namespace
         node = graph.get(key)
         assert node.description and len(node.description) > 40, key
         assert node.group_name and node.group_name != "default", key
@@ -22,19 +23,20 @@ def test_every_asset_is_documented_grouped_and_versioned():
 
 def test_sensor_adds_missing_family_partitions(tmp_path):
     study = resolve_study_path("tiny")
-    sensor = build_family_sensor(str(study))
+    sensor = build_family_sensor(str(study), "tiny")
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(family_partitions("micro").name, ["micro-qwen"])  # another study's
         result = sensor(dg.build_sensor_context(instance=instance))
         assert isinstance(result, dg.SensorResult)
         (request,) = result.dynamic_partitions_requests
-        assert request.partitions_def_name == model_family.name
+        assert request.partitions_def_name == "tiny_model_family"
         assert list(request.partition_keys) == ["tiny-qwen", "tiny-llama"]
-        instance.add_dynamic_partitions(model_family.name, list(request.partition_keys))
+        instance.add_dynamic_partitions("tiny_model_family", list(request.partition_keys))
         again = sensor(dg.build_sensor_context(instance=instance))
         assert isinstance(again, dg.SkipReason) and "all 2 families" in again.skip_message
     broken = write_study(tmp_path / "broken.yaml", "name: [\n")
     with dg.instance_for_test() as instance:
-        skip = build_family_sensor(str(broken))(dg.build_sensor_context(instance=instance))
+        skip = build_family_sensor(str(broken), "broken")(dg.build_sensor_context(instance=instance))
         assert "study file is invalid" in skip.skip_message
 
 
@@ -44,7 +46,8 @@ def test_common_set_check_fails_when_too_many_problems_drop(tmp_path):
     from qup_assets.assets.resources import StudyResource
     from qup_assets.assets.variants import common_problems_large_enough
 
-    study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path))
+    study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path / "studies" / "micro"),
+                          store_root=str(tmp_path))
     df = pd.DataFrame({"problem_id": list("abcd"), "common": [True, False, False, False],
                        "reason": ["", "style_aligned: x", "reference: y", "reference: z"],
                        "retried_variants": ["oracle_refined", "", "", ""]})
@@ -56,11 +59,11 @@ def test_common_set_check_fails_when_too_many_problems_drop(tmp_path):
     assert common_problems_large_enough(study=study, common_problems=df).passed
 
 
-def test_code_versions_follow_the_study_sections_each_asset_reads(tmp_path):
+def test_code_versions_follow_the_study_sections_each_asset_reads(isolated, tmp_path):
     def versions(text):
         path = write_study(tmp_path / "s.yaml", text)
         graph = build_definitions(str(path)).resolve_asset_graph()
-        return {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+        return {k.path[-1]: graph.get(k).code_version for k in graph.get_all_asset_keys()}
 
     base = resolve_study_path("micro").read_text()
     before = versions(base)
@@ -75,3 +78,15 @@ def test_code_versions_follow_the_study_sections_each_asset_reads(tmp_path):
     assert set(load_study(write_study(tmp_path / "f.yaml", with_family)).families) == {"micro-qwen", "micro-llama"}
     added = versions(with_family)
     assert added == before  # a new family must not make the existing ones look stale
+
+
+def test_two_studies_in_one_instance_have_separate_keys_partitions_and_stores(isolated, tmp_path):
+    micro = build_definitions("micro").resolve_asset_graph()
+    tiny = build_definitions("tiny").resolve_asset_graph()
+    assert not set(micro.get_all_asset_keys()) & set(tiny.get_all_asset_keys())
+    fam = next(k for k in micro.get_all_asset_keys() if k.path[-1] == "native_samples")
+    assert micro.get(fam).partitions_def.name == "micro_model_family"
+    defs = build_definitions("micro")
+    store = defs.resources["study"].store_dir
+    assert store == str(isolated / "store" / "studies" / "micro")
+    assert defs.resources["io_manager"].store_dir == store

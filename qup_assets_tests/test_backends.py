@@ -11,6 +11,8 @@ from qup_assets.backends.prompting import render_prompt
 from qup_assets.backends.transformers_backend import TransformersBackend
 from qup_assets.study import Prompt
 
+from .helpers import printed_command_works
+
 
 @pytest.fixture(scope="module")
 def lm(tiny_model_dir):
@@ -38,9 +40,11 @@ def test_describe_and_resolve(tiny_model_dir):
     assert "<|im_start|>" in info["chat_template"]
 
 
-def test_missing_model_says_what_to_download():
-    with pytest.raises(BackendError, match="huggingface-cli download Qwen/Qwen2.5-Math-999B"):
+def test_missing_model_says_what_to_download_with_a_command_that_works():
+    with pytest.raises(BackendError, match="hf download Qwen/Qwen2.5-Math-999B") as err:
         resolve_model("Qwen/Qwen2.5-Math-999B")
+    assert printed_command_works(str(err.value)) == "hf download Qwen/Qwen2.5-Math-999B"
+    assert "hf auth login" in str(err.value)  # gated models (Llama) need a login first
 
 
 def _prompts(lm, n=6):

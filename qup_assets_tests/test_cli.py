@@ -7,7 +7,7 @@ import dagster as dg
 from qup_assets.cli import main, outdated
 from qup_assets.study import resolve_study_path
 
-from .helpers import write_study
+from .helpers import key, write_study
 
 FAMILIES = dg.StaticPartitionsDefinition(["fam-a", "fam-b"])
 
@@ -87,22 +87,22 @@ def test_qup_run_materializes_problems_with_metadata(isolated, capsys):
     out = capsys.readouterr().out
     assert "study micro: done" in out and "report:" in out
     instance = dg.DagsterInstance.get()
-    assert instance.get_dynamic_partitions("model_family") == ["micro-qwen"]
-    for key, rows in [("problem_pool", 60), ("benchmarks", None)]:
-        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    assert instance.get_dynamic_partitions("micro_model_family") == ["micro-qwen"]
+    for name, rows in [("problem_pool", 60), ("benchmarks", None)]:
+        event = instance.get_latest_materialization_event(key(name))
         meta = event.asset_materialization.metadata
-        assert {"dagster/row_count", "rejected_by_reason", "sample"} <= set(meta), key
+        assert {"dagster/row_count", "rejected_by_reason", "sample"} <= set(meta), name
         if rows:
             assert meta["dagster/row_count"].value == rows
     # The runs are in the instance the UI reads.
     assert len(instance.get_runs()) >= 1
 
-    assert main(["sql", "select count(*) as n from problem_pool", "--format", "json"]) == 0
+    assert main(["sql", "--study", "micro", "select count(*) as n from problem_pool", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 60}]
-    assert main(["sql", "select benchmark, count(*) n from benchmarks group by 1", "--format", "csv"]) == 0
+    assert main(["sql", "--study", "micro", "select benchmark, count(*) n from benchmarks group by 1", "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("benchmark,n\nsynth-micro,")
-    assert main(["sql", "select * from no_such_table"]) == 1
-    assert "tables in" in capsys.readouterr().err
+    assert main(["sql", "--study", "micro", "select * from no_such_table"]) == 1
+    assert "tables of study 'micro' in" in capsys.readouterr().err
 
 
 def test_qup_run_reports_bad_problem_files(isolated, tmp_path, capsys):
@@ -129,7 +129,7 @@ def test_families_sync_list_and_removal_keeps_partitions(isolated, tmp_path, cap
     assert main(["families", "sync", "--study", str(study)]) == 0
     out = capsys.readouterr().out
     assert "micro-llama\tpartition" in out and "micro-qwen\tpartition only" in out
-    assert set(dg.DagsterInstance.get().get_dynamic_partitions("model_family")) == {"micro-qwen", "micro-llama"}
+    assert set(dg.DagsterInstance.get().get_dynamic_partitions("micro_model_family")) == {"micro-qwen", "micro-llama"}
 
 
 def test_plan_sizes_the_paper_study(isolated, capsys):
@@ -153,3 +153,23 @@ def test_qup_verify_prints_json(capsys):
 def test_run_rejects_unknown_family(isolated, capsys):
     assert main(["run", "--study", "micro", "--family", "nope"]) == 2
     assert "not in study" in capsys.readouterr().err
+
+
+def test_a_second_study_file_with_the_same_name_is_refused_before_anything_is_written(isolated, tmp_path, capsys):
+    first = write_study(tmp_path / "first.yaml", resolve_study_path("micro").read_text())
+    assert main(["run", "--study", str(first), "--select", "key:problem_pool"]) == 0
+    store = isolated / "store"
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    other = write_study(tmp_path / "other.yaml", first.read_text().replace("size: 60,", "size: 30,"))
+    capsys.readouterr()
+    assert main(["run", "--study", str(other), "--select", "key:problem_pool"]) == 2
+    err = capsys.readouterr().err
+    assert "study name 'micro'" in err and "already belongs to" in err and str(first) in err
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before  # not a byte written
+    assert main(["plan", "--study", str(other)]) == 2  # every command that builds the study refuses it
+
+
+def test_a_store_with_the_old_layout_is_refused_with_the_migrate_command(isolated, capsys):
+    (isolated / "store" / "tables" / "problem_pool").mkdir(parents=True)
+    assert main(["run", "--study", "micro"]) == 2
+    assert "qup store migrate --study NAME" in capsys.readouterr().err

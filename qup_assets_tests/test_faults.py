@@ -15,6 +15,8 @@ import pytest
 
 from qup_assets.cli import main
 
+from .helpers import key
+
 
 def _run(ms, *args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), *args]
@@ -32,7 +34,7 @@ def test_concurrent_runs_multiprocess_executor_and_sql_while_writing(micro_study
         # the multiprocess executor (the implicit job's default), two runs of the same asset, and readers
         multi = subprocess.Popen(
             [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
-             "--select", "native_rewards,oracle_synthesized_rewards", "--partition", "micro-qwen"],
+             "--select", "micro/native_rewards,micro/oracle_synthesized_rewards", "--partition", "micro-qwen"],
             env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         runs = [_run(ms, "--select", "key:native_samples") for _ in range(2)]
         while True:  # qup sql works while runs write (at least one read per round, however fast the runs)
@@ -108,5 +110,5 @@ def test_a_copied_store_uses_its_own_models(micro_study, monkeypatch):
     finally:
         away.rename(original)
     meta = dg.DagsterInstance.get().get_latest_materialization_event(
-        dg.AssetKey("native_samples")).asset_materialization.metadata
+        key("native_samples")).asset_materialization.metadata
     assert meta["cache_hits"].value == 240  # same model content: the copied cache still serves every sample

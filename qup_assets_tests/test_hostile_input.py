@@ -201,7 +201,7 @@ def test_an_api_key_is_used_but_never_written_anywhere(micro_study, monkeypatch)
     finally:
         server.shutdown()
     assert _FakeOpenAI.seen and all(h == f"Bearer {key}" for h in _FakeOpenAI.seen)  # the key was used
-    leaks = [str(p) for root in (ms.store, ms.home) for p in root.rglob("*")
+    leaks = [str(p) for root in (ms.store_root, ms.home) for p in root.rglob("*")
              if p.is_file() and key.encode() in p.read_bytes()]
     assert not leaks, f"the API key was written to {leaks}"
     traces = pd.read_parquet(ms.store / "tables" / "oracle_refined_traces" / "micro-qwen.parquet")

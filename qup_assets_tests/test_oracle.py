@@ -186,3 +186,16 @@ def test_llm_oracle_with_a_real_tiny_model_is_cached(verifier, tiny_model_dir, t
     for r in first:  # a verified rewrite, or a failure that names its last verdict
         assert (r.ok and r.reason == "verified") or (r.attempts == 2 and "failed after 2 attempts (" in r.reason
                                                      and ("answer " in r.reason or "unparsable" in r.reason)), r
+
+
+def test_a_prompt_longer_than_the_oracles_context_is_a_recorded_failure_without_retries(verifier, tmp_path):
+    class Refusing(ScriptedLM):
+        def sample(self, requests, params, progress=None):
+            super().sample(requests, params, progress)
+            return [Completion("", 0, "prompt_too_long") for _ in requests]
+
+    lm = Refusing(["unused"])
+    with ResponseCache(tmp_path, "c") as cache:
+        (r,) = LLMOracle(lm, cache, verifier, "scripted", max_retries=2).run("refine", [_item(SLIP)])
+    assert not r.ok and r.attempts == 1 and "longer than the Oracle's context" in r.reason
+    assert lm.seeds == [0]  # no retry: another seed cannot make the prompt fit

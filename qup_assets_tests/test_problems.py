@@ -21,7 +21,7 @@ from qup_assets.study import (
 )
 from qup_assets.world.generator import Program, generate
 
-from .helpers import FIXTURES
+from .helpers import FIXTURES, printed_command_works
 
 
 def test_synthetic_world_is_deterministic_and_consistent():
@@ -89,8 +89,9 @@ def test_hf_dataset_not_available_offline_says_what_to_download(verifier, monkey
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     src = HFSource(kind="hf", name="no-such-org/no-such-dataset-qup", split="train")
-    with pytest.raises(ProblemSourceError, match="huggingface-cli download --repo-type dataset no-such-org"):
+    with pytest.raises(ProblemSourceError, match="hf download --repo-type dataset no-such-org") as err:
         load_problems(src, verifier)
+    assert printed_command_works(str(err.value)) == "hf download --repo-type dataset no-such-org/no-such-dataset-qup"
 
 
 def test_mapping_to_a_missing_column_is_a_clear_error(verifier):

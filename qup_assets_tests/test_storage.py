@@ -59,3 +59,49 @@ def test_io_manager_partitioned_to_unpartitioned(tmp_path):
     assert result.success
     out = pd.read_parquet(table_path(tmp_path, "pooled"))
     assert out.sort_values("model_family").to_dict("records") == [{"model_family": "a", "x": 3}, {"model_family": "b", "x": 3}]
+
+
+# ---------------------------------------------------------------- one namespace per study
+
+
+def test_a_study_name_is_claimed_by_one_study_file(tmp_path):
+    from qup_assets.storage.namespace import NamespaceError, check_claim, claim
+
+    root = tmp_path / "store"
+    a, b = tmp_path / "a" / "micro.yaml", tmp_path / "b" / "micro.yaml"
+    for p in (a, b):
+        p.parent.mkdir()
+    a.write_text("name: micro\nproblems: {n: 1}\n")
+    assert claim(root, "micro", a) == root / "studies" / "micro"
+    a.write_text("name: micro\nproblems: {n: 2}\n")
+    claim(root, "micro", a)  # the same file, edited: still its study
+    b.write_text(a.read_text())
+    claim(root, "micro", b)  # an identical copy elsewhere may use the name
+    b.write_text("name: micro\nproblems: {n: 3}\n")
+    with pytest.raises(NamespaceError, match=r"already belongs to .*a/micro\.yaml.*same name but different content"):
+        check_claim(root, "micro", a)  # b owns it now; a differs
+    a.unlink()
+    claim(root, "micro", b)  # the other file is gone: no conflict left
+
+
+def test_the_old_layout_moves_into_its_studys_folder_without_overwriting(tmp_path):
+    from qup_assets.storage.namespace import NamespaceError, legacy_layout, migrate_files
+
+    root = tmp_path / "store"
+    write_parquet_atomic(pd.DataFrame({"x": [1]}), table_path(root, "problem_pool"))
+    (root / "artifacts" / "base_model").mkdir(parents=True)
+    (root / "reports" / "tiny").mkdir(parents=True)
+    (root / "reports" / "tiny" / "report.md").write_text("tiny")
+    (root / "reports" / "micro").mkdir()
+    assert legacy_layout(root) == ["tables", "artifacts", "reports"]
+    moves = migrate_files(root, "tiny")
+    assert {dst.name for _, dst in moves} == {"tables", "artifacts", "report"}
+    tiny = root / "studies" / "tiny"
+    assert pd.read_parquet(table_path(tiny, "problem_pool"))["x"].tolist() == [1]
+    assert (tiny / "report" / "report.md").read_text() == "tiny"
+    assert legacy_layout(root) == ["reports"]  # micro's report is still waiting for its own migration
+    (root / "tables").mkdir()
+    (root / "studies" / "micro" / "tables").mkdir(parents=True)
+    with pytest.raises(NamespaceError, match="already there"):
+        migrate_files(root, "micro")
+    assert (root / "tables").is_dir()  # nothing was moved

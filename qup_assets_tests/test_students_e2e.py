@@ -14,11 +14,11 @@ import pytest
 from qup_assets.cli import main
 from qup_assets.study import resolve_study_path
 
-from .helpers import write_study
+from .helpers import key, study_data, write_study
 
 
-def _meta(instance, key):
-    return instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata
+def _meta(instance, name):
+    return instance.get_latest_materialization_event(key(name)).asset_materialization.metadata
 
 
 @pytest.mark.slow
@@ -71,7 +71,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
 
     # Utility: every variant has sft and dft checkpoints and Avg@k with a CI per benchmark and objective.
     for v in ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]:
-        ck = pd.read_parquet(Path(os.environ["QUP_STORE"]) / "tables" / f"{v}_checkpoints" / "micro-qwen.parquet")
+        ck = pd.read_parquet(ms.store / "tables" / f"{v}_checkpoints" / "micro-qwen.parquet")
         assert sorted(ck["objective"]) == ["dft", "sft"] and (ck["eos_rate"] > 0).all()
         assert (ck["examples"] + ck["dropped_overlength"] == common["dagster/row_count"].value).all()
         assert "data:image/png;base64" in _meta(instance, f"{v}_checkpoints")["loss_curves"].value
@@ -87,7 +87,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert _LM.from_pretrained(ck.loc[ck["objective"] == "dft", "path"].iloc[0]).num_parameters() > 100_000
 
     # The report: files on disk, the verdict computed from the numbers, the table in the UI metadata.
-    report = ms.store / "reports" / "micro"
+    report = ms.store / "report"
     for name in ["report.md", "report.html", "table1.csv", "table2.csv", "correlations.csv", "reward_vs_accuracy.png"]:
         assert (report / name).stat().st_size > 0
     t1 = pd.read_csv(report / "table1.csv")
@@ -105,7 +105,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert main(["run", "--study", str(ms.study), "--select", "key:native_samples or key:native_traces"]) == 0
     samples2 = _meta(instance, "native_samples")
     assert samples2["cache_hits"].value == 240 and samples2["generated"].value == 0
-    store = Path(os.environ["QUP_STORE"]) / "tables"
+    store = ms.store / "tables"
     first = pd.read_parquet(store / "native_samples" / "micro-qwen.parquet")
     assert len(first) == 240 and first["problem_id"].nunique() == 60
     # The model folder is a normal HF folder that loads and generates.
@@ -137,7 +137,7 @@ def _cache_lines(store: Path) -> int:
 def test_sigkill_during_sampling_resumes_from_finished_work(isolated, tmp_path):
     text = resolve_study_path("micro").read_text().replace("sampling: {n: 4,", "sampling: {n: 24,")
     study = write_study(tmp_path / "crash.yaml", text)
-    store = Path(os.environ["QUP_STORE"])
+    store = study_data("micro")
     assert main(["run", "--study", str(study), "--select", "group:problems or key:base_model"]) == 0
     total = 60 * 24
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study), "--select", "key:native_samples"]
@@ -175,10 +175,10 @@ def test_sigkill_during_sampling_resumes_from_finished_work(isolated, tmp_path):
 def _materializations(instance) -> dict:
     """(asset, partition) -> number of materializations recorded by the instance."""
     counts: dict = {}
-    for key in instance.get_asset_keys():
-        result = instance.fetch_materializations(key, limit=10_000)
+    for asset in instance.get_asset_keys():
+        result = instance.fetch_materializations(asset, limit=10_000)
         for rec in result.records:
-            k = (key.to_user_string(), rec.partition_key)
+            k = (asset.path[-1], rec.partition_key)
             counts[k] = counts.get(k, 0) + 1
     return counts
 
@@ -202,9 +202,20 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     assert all(n == 1 for (a, p), n in new.items())
     assert not [k for k in new if k[1] == "micro-qwen"]  # the existing family is not recomputed
     assert {k for k in new if k[1] is None} == {("paradox_report", None)}  # shared roots reused, report refreshed
-    t1 = pd.read_csv(ms.store / "reports" / "micro" / "table1.csv")
+    t1 = pd.read_csv(ms.store / "report" / "table1.csv")
     assert set(t1["model_family"]) == {"micro-qwen", "micro-llama"}
-    assert "pooled" in set(pd.read_csv(ms.store / "reports" / "micro" / "correlations.csv")["scope"])
+    assert "pooled" in set(pd.read_csv(ms.store / "report" / "correlations.csv")["scope"])
+
+    # A family removed from the study file keeps its data, and the report lists it as excluded, never pooled.
+    with_llama = ms.study.read_text()
+    ms.study.write_text(with_llama.replace(with_llama[with_llama.index("  micro-llama:"):with_llama.index("  micro-qwen:")], ""))
+    assert main(["run", "--study", str(ms.study), "--select", "key:paradox_report"]) == 0
+    t1 = pd.read_csv(ms.store / "report" / "table1.csv")
+    assert set(t1["model_family"]) == {"micro-qwen"}
+    assert "Excluded: micro-llama (removed from the study file" in (ms.store / "report" / "report.md").read_text()
+    assert _meta(instance, "paradox_report")["excluded_families"].value == "micro-llama"
+    assert (ms.store / "tables" / "native_eval" / "micro-llama.parquet").is_file()  # its data is kept
+    ms.study.write_text(with_llama)
 
     # Both families' partitions at once: qup run's parallel children, and two multiprocess-executor runs.
     env = dict(os.environ, QUP_STUDY=str(ms.study))
@@ -212,7 +223,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
                                "--jobs", "2", "--select", "key:native_samples or key:native_rewards"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     procs += [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
-                                "--select", "native_adaptation", "--partition", fam], env=env,
+                                "--select", "micro/native_adaptation", "--partition", fam], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
               for fam in ("micro-qwen", "micro-llama")]
     outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -237,7 +248,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
 def _step_span(instance, asset: str, family: str) -> tuple[float, float]:
     """(start, end) of the step that wrote the latest materialization of asset[family]."""
     rec = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[family]), limit=1).records[0]
+        dg.AssetRecordsFilter(asset_key=key(asset), asset_partitions=[family]), limit=1).records[0]
     times = {e.dagster_event_type: e.timestamp for e in instance.all_logs(rec.run_id)
              if e.is_dagster_event and e.step_key == asset}
     return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]

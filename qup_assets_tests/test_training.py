@@ -18,7 +18,7 @@ from qup_assets.training.finetune import (
     stops_with_eos,
 )
 
-from .helpers import synthetic_traces
+from .helpers import key, synthetic_traces
 
 
 def _tok(path):
@@ -161,7 +161,7 @@ def test_checkpoints_asset_trains_on_two_processes_with_accelerate(micro_study, 
     ms.study.write_text(two)
     assert main(["run", "--study", str(ms.study), "--select", "key:native_checkpoints"]) == 0
     instance = dg.DagsterInstance.get()
-    event = instance.get_latest_materialization_event(dg.AssetKey("native_checkpoints"))
+    event = instance.get_latest_materialization_event(key("native_checkpoints"))
     assert event.asset_materialization.metadata["launcher"].value == "accelerate"
     logs = [e.message for e in instance.all_logs(event.run_id) if e.message]
     assert sum("rank 0 of 2:" in m for m in logs) == 2, logs[-20:]  # one line per objective, from rank 0 only

@@ -19,6 +19,8 @@ from qup_assets.backends.prompting import render_prompt
 from qup_assets.backends.transformers_backend import TransformersBackend
 from qup_assets.study import Prompt
 
+from .helpers import key
+
 pytestmark = pytest.mark.vllm
 
 
@@ -160,7 +162,7 @@ def test_llm_oracle_through_a_real_vllm_server_in_the_study(server, micro_study,
     native = pd.read_parquet(ms.store / "tables" / "native_traces" / "micro-qwen.parquet")
     generated = {}
     for v in variants:
-        meta = instance.get_latest_materialization_event(dg.AssetKey(f"{v}_traces")).asset_materialization.metadata
+        meta = instance.get_latest_materialization_event(key(f"{v}_traces")).asset_materialization.metadata
         df = pd.read_parquet(ms.store / "tables" / f"{v}_traces" / "micro-qwen.parquet")
         assert sorted(df["problem_id"]) == sorted(native["problem_id"])  # one row per native trace, none lost
         assert df["oracle"].str.startswith("llm:tiny:prompts-").all()
@@ -169,11 +171,22 @@ def test_llm_oracle_through_a_real_vllm_server_in_the_study(server, micro_study,
         assert generated[v] == df["attempts"].sum() and meta["oracle_cache_hits"].value == 0, v
         assert df["attempts"].isin([1, 2]).all()
         assert (df.loc[df["correct"], "reason"] == "verified").all()
-        assert df.loc[~df["correct"], "reason"].str.startswith("failed after 2 attempts (").all()
+        failed = df.loc[~df["correct"], "reason"]
+        # each failure names why: the last verdict after the retries, or a prompt the server's context cannot hold
+        assert (failed.str.startswith("failed after 2 attempts (") | failed.str.contains("longer than the Oracle's context")).all()
     # the same study again: every reply comes from the response cache, the tables are identical
     before = {v: pd.read_parquet(ms.store / "tables" / f"{v}_traces" / "micro-qwen.parquet") for v in variants}
     assert main(["run", "--study", str(ms.study), "--select", select]) == 0
     for v in variants:
-        meta = instance.get_latest_materialization_event(dg.AssetKey(f"{v}_traces")).asset_materialization.metadata
+        meta = instance.get_latest_materialization_event(key(f"{v}_traces")).asset_materialization.metadata
         assert meta["oracle_generated"].value == 0 and meta["oracle_cache_hits"].value == generated[v], v
         pd.testing.assert_frame_equal(before[v], pd.read_parquet(ms.store / "tables" / f"{v}_traces" / "micro-qwen.parquet"))
+
+
+def test_a_prompt_longer_than_the_servers_context_is_a_recorded_completion(server, monkeypatch):
+    monkeypatch.setenv("QUP_TEST_KEY", "sk-qup-test-key")
+    lm = OpenAIBackend(server, "tiny", api_key_env="QUP_TEST_KEY", api="completions", send_seed=False)
+    long_prompt = "Ava has 2 coins. " * 400  # far past the server's --max-model-len 512
+    out = lm.sample([Request(long_prompt), Request("Ava has 2 coins.")], SamplingParams(max_tokens=4))
+    assert out[0].finish_reason == "prompt_too_long" and out[0].text == ""
+    assert out[1].finish_reason in {"stop", "length"} and out[1].n_tokens > 0  # the others still go through

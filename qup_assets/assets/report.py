@@ -59,17 +59,28 @@ def _loss_curves(checkpoints: dict[str, pd.DataFrame], lr: float, batch_size: in
     "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), Spearman and Kendall rank "
     "correlations of reward and of PPL with accuracy (per family and pooled, bootstrap intervals), a verdict "
     "generated from those intervals, plots, and the paper's published numbers for reference. Written to "
-    "QUP_STORE/reports/{study name}/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
+    "QUP_STORE/studies/{study name}/report/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
 )
 def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **inputs: pd.DataFrame) -> dict:
     s = study.load()
     tr, ev = s.training, s.evaluation
+    # Exactly the study file's families: a partition whose family was removed from the file keeps its data,
+    # and is named in the report as excluded, never pooled.
+    evaluated = set.intersection(*[set(inputs[f"{v}_eval"]["model_family"]) for v in ALL_VARIANTS])
+    present = set().union(*[set(df["model_family"]) for df in inputs.values() if "model_family" in df])
+    families = [f for f in s.families if f in evaluated]
+    excluded = sorted(present - set(s.families))
+    if not families:
+        raise dg.Failure(description=f"no family of study {s.name!r} has every variant evaluated yet "
+                         f"(study families: {list(s.families)}); materialize the *_eval assets first")
+    if excluded:
+        context.log.warning(f"excluded from the report (removed from the study file, data kept): {excluded}")
+    context.log.info(f"report over families {families}")
+    inputs = {k: df[df["model_family"].isin(families)] if "model_family" in df else df for k, df in inputs.items()}
     rewards = {v: inputs[f"{v}_rewards"] for v in ALL_VARIANTS}
     adaptation = {v: inputs[f"{v}_adaptation"] for v in ALL_VARIANTS}
     evals = {v: inputs[f"{v}_eval"] for v in ALL_VARIANTS}
     checkpoints = {v: inputs[f"{v}_checkpoints"] for v in ALL_VARIANTS}
-    families = sorted(set.intersection(*[set(e["model_family"]) for e in evals.values()]))
-    context.log.info(f"report over families {families}")
     per_problem = {v: _per_problem(study.store, v, families) for v in ALL_VARIANTS}
     objectives = list(tr.objectives)
     samples = min(ev.bootstrap_samples, 1000)
@@ -84,10 +95,10 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         table2=table2(adaptation, rewards, evals, objectives, tr.lr, tr.batch_size),
         correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
         verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs),
-        loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size),
+        loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,
     )
     rep.plots = make_plots(rep)
-    out = report_dir(study.store, s.name)
+    out = report_dir(study.store)
     paths = write_report(rep, out)
     for line in rep.verdict:
         context.log.info(line)
@@ -96,7 +107,9 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         "report": dg.MetadataValue.md(markdown(rep, lambda n: data_uri(rep.plots[n]))),
         "table1": md_table(table1_display(rep), max_rows=40, width=40),
         "families": ", ".join(families),
+        "excluded_families": ", ".join(excluded) or "none",
         "report_html": dg.MetadataValue.path(str(paths["report.html"])),
         "report_dir": dg.MetadataValue.path(str(out)),
     })
-    return {"study": s.name, "families": families, "verdict": rep.verdict, "files": sorted(str(p) for p in paths.values())}
+    return {"study": s.name, "families": families, "excluded": excluded, "verdict": rep.verdict,
+            "files": sorted(str(p) for p in paths.values())}

@@ -6,17 +6,26 @@ from pathlib import Path
 import dagster as dg
 
 from qup_assets.mathcore.verify import VerifierPool
+from qup_assets.storage.namespace import NamespaceError, claim
 from qup_assets.study import Family, Study, load_study
 
 
 class StudyResource(dg.ConfigurableResource):
-    """`study` is a name under data/studies or a path; `store_dir` is QUP_STORE."""
+    """`study` is a name under data/studies or a path; `store_dir` is the study's own folder in the store
+    (QUP_STORE/studies/<name>), `store_root` is QUP_STORE."""
 
     study: str
     store_dir: str
+    store_root: str
 
     def load(self) -> Study:
-        return load_study(self.study)
+        """The study file, claiming its name in the store: a second file with the same name fails here."""
+        s = load_study(self.study)
+        try:
+            claim(Path(self.store_root), s.name, s.source_path)
+        except NamespaceError as e:
+            raise dg.Failure(description=str(e)) from None
+        return s
 
     @property
     def store(self) -> Path:

@@ -210,7 +210,7 @@ def _publish_eval(context: dg.AssetExecutionContext, study: StudyResource, table
     """The eval table, with its per-problem accuracies written beside it and the metadata attached."""
     df = pd.concat(tables, ignore_index=True)[EVAL_COLUMNS]
     pp = write_parquet_atomic(pd.concat(problems, ignore_index=True),
-                              per_problem_path(study.store, context.asset_key.to_user_string(), context.partition_key))
+                              per_problem_path(study.store, context.asset_key.path[-1], context.partition_key))
     context.add_output_metadata(_eval_metadata(df, pp, stats, started))
     return df
 

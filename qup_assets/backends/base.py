@@ -30,7 +30,7 @@ class SamplingParams:
 class Completion:
     text: str
     n_tokens: int
-    finish_reason: str  # "stop" (eos or a stop string) | "length"
+    finish_reason: str  # "stop" (eos or a stop string) | "length" | "prompt_too_long" (refused by the server)
 
 
 @dataclass(frozen=True)

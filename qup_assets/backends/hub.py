@@ -26,9 +26,10 @@ def resolve_model(ref: str, revision: str | None = None) -> Path:
         rev = f" --revision {revision}" if revision else ""
         raise BackendError(
             f"model {ref!r} is not available offline ({type(e).__name__}). Weights are never downloaded at run time: "
-            f"on a machine with internet run `huggingface-cli download {ref}{rev}` (it lands in the HF cache, "
+            f"on a machine with internet run `hf download {ref}{rev}` (it lands in the HF cache, "
             f"HF_HOME or ~/.cache/huggingface), copy that cache here, or set the family's student.model to a "
-            f"local model folder."
+            f"local model folder. Gated models (meta-llama/*) need `hf auth login` and the licence accepted on "
+            f"huggingface.co first."
         ) from None
 
 

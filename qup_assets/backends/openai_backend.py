@@ -3,7 +3,10 @@
 The API key is read from the environment variable the study names and is never
 logged, stored in metadata or put in the cache key. Transient failures (connection
 errors, 429, 5xx) are retried with exponential backoff; other 4xx answers fail at
-once with the server's message, because retrying a bad request cannot fix it.
+once with the server's message, because retrying a bad request cannot fix it. The one
+exception is a prompt longer than the server's context: that is a property of one prompt,
+so it comes back as a completion with finish_reason "prompt_too_long" (recorded, and cached
+under the server's URL and model like any answer) instead of failing the whole step.
 """
 
 from __future__ import annotations
@@ -26,6 +29,20 @@ from qup_assets.backends.base import (
     row_seed,
     stable_hash,
 )
+
+
+class RequestRejected(BackendError):
+    """The server refused one request (a 4xx other than 429): retrying the same request cannot help."""
+
+    def __init__(self, message: str, code: int, detail: str):
+        super().__init__(message)
+        self.code, self.detail = code, detail
+
+
+def _too_long(e: RequestRejected) -> bool:
+    """vLLM's and OpenAI's answer to a prompt longer than the model's context."""
+    text = e.detail.lower()
+    return e.code == 400 and ("context length" in text or "maximum context" in text or "too long" in text)
 
 
 class OpenAIBackend:
@@ -63,8 +80,8 @@ class OpenAIBackend:
             except urllib.error.HTTPError as e:
                 detail = e.read()[:500].decode("utf-8", "replace")
                 if e.code != 429 and e.code < 500:
-                    raise BackendError(f"{url} answered {e.code}: {detail} (check model name {self.model!r}, "
-                                       "api key and request parameters)") from None
+                    raise RequestRejected(f"{url} answered {e.code}: {detail} (check model name {self.model!r}, "
+                                          "api key and request parameters)", e.code, detail) from None
                 last = f"{e.code}: {detail}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
@@ -80,16 +97,21 @@ class OpenAIBackend:
             body["stop"] = list(params.stop)
         if self.send_seed:
             body["seed"] = row_seed(params.seed, req.prompt, req.sample_idx) % (2**31)
-        if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": req.prompt}]
-            resp = self._post("/chat/completions", body)
-            choice = resp["choices"][0]
-            text = (choice.get("message") or {}).get("content") or ""
-        else:
-            body["prompt"] = req.prompt
-            resp = self._post("/completions", body)
-            choice = resp["choices"][0]
-            text = choice.get("text") or ""
+        try:
+            if self.api == "chat":
+                body["messages"] = [{"role": "user", "content": req.prompt}]
+                resp = self._post("/chat/completions", body)
+                choice = resp["choices"][0]
+                text = (choice.get("message") or {}).get("content") or ""
+            else:
+                body["prompt"] = req.prompt
+                resp = self._post("/completions", body)
+                choice = resp["choices"][0]
+                text = choice.get("text") or ""
+        except RequestRejected as e:
+            if _too_long(e):  # this one prompt cannot fit: a recorded outcome for it, not a failed step
+                return Completion(text="", n_tokens=0, finish_reason="prompt_too_long")
+            raise
         n_tokens = int((resp.get("usage") or {}).get("completion_tokens") or 0)
         return Completion(text=text, n_tokens=n_tokens, finish_reason="length" if choice.get("finish_reason") == "length" else "stop")
 

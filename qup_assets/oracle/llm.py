@@ -67,12 +67,15 @@ class LLMOracle:
             params = SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed + attempt)
             reqs = [Request(self.prompt(kind, items[i])) for i in pending]
             outs = cached_sample(self.lm, self.cache, reqs, params, progress=progress, label=f"oracle {kind} try {attempt + 1}")
-            parsed = [parse_output(o.text) for o in outs]
+            parsed = [None if o.finish_reason == "prompt_too_long" else parse_output(o.text) for o in outs]
             checks = self.verifier.verify_many([(items[i].answer, p or "") for i, p in zip(pending, parsed)])
             still = []
-            for i, p, c in zip(pending, parsed, checks):
+            for i, p, c, o in zip(pending, parsed, checks, outs, strict=True):
                 if p is not None and c.correct:
                     results[i] = OracleResult(p, True, "verified", attempt + 1)
+                elif o.finish_reason == "prompt_too_long":  # another seed cannot make it fit: no retry
+                    results[i] = OracleResult(None, False, "failed: the prompt is longer than the Oracle's context "
+                                              "(raise the server's max model length)", attempt + 1)
                 else:
                     last_reason[i] = "unparsable reply" if p is None else f"answer {c.verdict}: {c.reason}"
                     still.append(i)

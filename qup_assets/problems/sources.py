@@ -103,7 +103,7 @@ def _hf_rows(src: HFSource) -> tuple[pd.DataFrame, str]:
         raise ProblemSourceError(
             f"{label}: could not load the dataset ({type(e).__name__}: {str(e)[:300]}). "
             "Model weights and datasets are never fetched at run time: download it on a machine with "
-            f"internet (`huggingface-cli download --repo-type dataset {src.name}`) into the HF cache, "
+            f"internet (`hf download --repo-type dataset {src.name}`) into the HF cache, "
             "or point `name` at a local folder of json/parquet files."
         ) from None
     return _map_fields(ds.to_pandas(), src.fields, label), label

@@ -35,6 +35,8 @@ class Report:
     gaps: list[str]
     loss_curves: dict = field(default_factory=dict)  # (family, variant, objective) -> [(step, loss)]
     plots: dict = field(default_factory=dict)  # name -> PNG bytes
+    families: list[str] = field(default_factory=list)  # exactly the study file's families that were evaluated
+    excluded: list[str] = field(default_factory=list)  # evaluated partitions no longer in the study file
 
 
 # ---------------------------------------------------------------- plots
@@ -207,6 +209,14 @@ def world_statement(rep: Report) -> str:
             "for that.")
 
 
+def _family_lines(rep: Report) -> list[str]:
+    lines = [f"Families in this report (the study file's): {', '.join(rep.families)}."] if rep.families else []
+    if rep.excluded:
+        lines.append(f"Excluded: {', '.join(rep.excluded)} (removed from the study file; their data is kept in "
+                     "the store but not pooled here).")
+    return lines
+
+
 def markdown(rep: Report, image_src) -> str:
     """The report as Markdown; image_src(name) gives each plot's link (a file name, or a data: URI)."""
     corr = rep.correlations
@@ -220,6 +230,7 @@ def markdown(rep: Report, image_src) -> str:
         f"# The Quality-Utility Paradox: study `{rep.study}`",
         rep.description,
         world_statement(rep),
+        *_family_lines(rep),
         "## Verdict",
         "\n\n".join(rep.verdict),
         "**Does Style-Aligned Refinement close the gap?** (macro Avg@k difference, paired bootstrap over benchmark items)",

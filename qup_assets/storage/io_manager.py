@@ -19,7 +19,8 @@ class StoreIOManager(dg.ConfigurableIOManager):
     store_dir: str
 
     def _name(self, key: dg.AssetKey) -> str:
-        return "__".join(key.path)
+        # store_dir is the study's own folder; the key's prefix is the study's name
+        return key.path[-1]
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:

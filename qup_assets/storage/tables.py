@@ -1,6 +1,7 @@
 """Where tables and artifacts live in the store, and atomic Parquet writes.
 
-One Parquet file per (asset, partition): tables/<asset>/<partition>.parquet, or
+Each study has its own folder, QUP_STORE/studies/<study name>/, so studies never share a byte.
+Inside it, one Parquet file per (asset, partition): tables/<asset>/<partition>.parquet, or
 tables/<asset>/_unpartitioned.parquet. Files appear only by rename, so a reader
 (or a crashed run) never sees half a file, and many runs can write at once
 without any database lock.
@@ -19,6 +20,11 @@ import pandas as pd
 UNPARTITIONED = "_unpartitioned"
 
 
+def study_store(root: Path, study_name: str) -> Path:
+    """A study's own store under the QUP_STORE root: its tables, artifacts, response cache and report."""
+    return Path(root) / "studies" / study_name
+
+
 def table_dir(store: Path, asset: str) -> Path:
     return Path(store) / "tables" / asset
 
@@ -32,9 +38,9 @@ def artifact_dir(store: Path, asset: str, partition: str | None = None) -> Path:
     return Path(store) / "artifacts" / asset / (partition or UNPARTITIONED)
 
 
-def report_dir(store: Path, study_name: str) -> Path:
-    """Where a study's paradox report is written (Markdown, HTML, CSVs, PNGs)."""
-    return Path(store) / "reports" / study_name
+def report_dir(store: Path) -> Path:
+    """Where a study's paradox report is written (Markdown, HTML, CSVs, PNGs), inside its study store."""
+    return Path(store) / "report"
 
 
 def _tmp_sibling(path: Path) -> Path:
