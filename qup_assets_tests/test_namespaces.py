@@ -1,5 +1,8 @@
 """Studies never mix: two studies in one store and one instance, in both orders and at the same time.
 
+Cost: the smaller study runs twice; micro's own run is the session's, and here only its shared assets
+(one order) and its family graph from native_traces down (at the same time as the other study) run again.
+
 Each study's tables, report files and verdict must equal those of a run alone, and running one study
 must not change a byte of the other's folder or a record of its asset history. The smaller study even
 reuses micro's family name (micro-qwen), which only its namespace keeps apart.
@@ -28,7 +31,7 @@ def small_study_text() -> str:
     for old, new in [("name: micro", "name: micro_small"), ("size: 60, seed: 7", "size: 30, seed: 8"),
                      ("size: 20, seed: 70", "size: 10, seed: 80"),
                      ("hidden_size: 128, num_layers: 2, pretrain_problems: 1500, pretrain_steps: 300",
-                      "hidden_size: 48, num_layers: 1, pretrain_problems: 400, pretrain_steps: 80"),
+                      "hidden_size: 96, num_layers: 2, pretrain_problems: 1000, pretrain_steps: 160"),
                      ("train_problems: 400, train_steps: 80", "train_problems: 150, train_steps: 20"),
                      ("objectives: [sft, dft]", "objectives: [sft]")]:
         assert old in text, old
@@ -36,18 +39,31 @@ def small_study_text() -> str:
     return text
 
 
-def results(store_root: Path, study: str) -> dict:
-    """What a researcher reads of one study: every table (volatile columns aside), the report's CSVs and verdict."""
+def _stable(value):
+    """A JSON value without its absolute paths and timings (at any depth)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE | {"files", "store_path"}}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def results_of(store_root: Path, study: str) -> dict:
+    """The tables of a study that has not run to its report yet."""
     base = store_root / "studies" / study
     out = {}
     for f in sorted((base / "tables").rglob("*.parquet")):
         df = pd.read_parquet(f)
         out[str(f.relative_to(base))] = df.drop(columns=[c for c in df.columns if c in VOLATILE])
     for f in sorted((base / "tables").rglob("*.json")):
-        value = json.loads(f.read_text())
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in VOLATILE | {"files", "store_path"}}
-        out[str(f.relative_to(base))] = value
+        out[str(f.relative_to(base))] = _stable(json.loads(f.read_text()))
+    return out
+
+
+def results(store_root: Path, study: str) -> dict:
+    """What a researcher reads of one study: every table (volatile columns aside), the report's CSVs and verdict."""
+    base = store_root / "studies" / study
+    out = results_of(store_root, study)
     for name in ("table1.csv", "table2.csv", "correlations.csv", "differences.csv", "verdict.json", "headline.txt"):
         out[f"report/{name}"] = (base / "report" / name).read_text()
     return out
@@ -120,44 +136,56 @@ def small_alone(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_one_study_after_the_other_in_both_orders(micro_study, small_alone, tmp_path, monkeypatch):
+def test_a_second_study_run_after_the_first_changes_none_of_its_bytes(micro_study, small_alone, tmp_path, monkeypatch):
+    """micro first (the session's study, run alone), then the smaller one into the same store and instance."""
     small, alone = small_alone
-    micro_ref = results(micro_study.store_root, "micro")
-
-    # micro first (the session's study), then the smaller one into the same store and instance
     first = Place(tmp_path / "micro-then-small", like=micro_study.root)
     micro_bytes, micro_history = files(first.store, "micro"), history(first.home, "micro")
     first.run(small, monkeypatch)
     assert files(first.store, "micro") == micro_bytes and history(first.home, "micro") == micro_history
     assert_same(results(first.store, "micro_small"), results(alone.store, "micro_small"))
-    assert dg.DagsterInstance.get().get_dynamic_partitions("micro_model_family") == ["micro-qwen"]
-    assert dg.DagsterInstance.get().get_dynamic_partitions("micro_small_model_family") == ["micro-qwen"]
-
-    # the smaller one first, then micro
-    second = Place(tmp_path / "small-then-micro", like=alone.root)
-    small_bytes, small_history = files(second.store, "micro_small"), history(second.home, "micro_small")
-    second.run(micro_study.study, monkeypatch)
-    assert files(second.store, "micro_small") == small_bytes and history(second.home, "micro_small") == small_history
-    assert_same(results(second.store, "micro"), micro_ref)
-
-    # each report is about its own study only
-    for place, study in ((first, "micro"), (first, "micro_small")):
-        t1 = pd.read_csv(place.store / "studies" / study / "report" / "table1.csv")
+    instance = dg.DagsterInstance.get()
+    assert instance.get_dynamic_partitions("micro_model_family") == ["micro-qwen"]
+    assert instance.get_dynamic_partitions("micro_small_model_family") == ["micro-qwen"]  # same name, apart
+    for study in ("micro", "micro_small"):  # each report is about its own study only
+        t1 = pd.read_csv(first.store / "studies" / study / "report" / "table1.csv")
         assert set(t1["model_family"]) == {"micro-qwen"}
-        md = (place.store / "studies" / study / "report" / "report.md").read_text()
+        md = (first.store / "studies" / study / "report" / "report.md").read_text()
         assert md.startswith(f"# The Quality-Utility Paradox: study `{study}`") and "Excluded:" not in md
 
 
 @pytest.mark.slow
-def test_two_studies_at_the_same_time(micro_study, small_alone, tmp_path):
+def test_the_first_study_run_after_the_second_changes_none_of_its_bytes(micro_study, small_alone, tmp_path,
+                                                                         monkeypatch):
+    """The other order: the smaller study first, then micro's shared assets (problem_pool, benchmarks,
+    reward_model: the ones that overwrote another study's before namespaces) into the same store."""
     small, alone = small_alone
-    both = Place(tmp_path / "both")
-    procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(s)], env=both.env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for s in (micro_study.study, small)]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
+    second = Place(tmp_path / "small-then-micro", like=alone.root)
+    small_bytes, small_history = files(second.store, "micro_small"), history(second.home, "micro_small")
+    monkeypatch.setenv("QUP_STORE", str(second.store))
+    monkeypatch.setenv("DAGSTER_HOME", str(second.home))
+    assert main(["run", "--study", str(micro_study.study), "--select", "group:problems or key:reward_model"]) == 0
+    assert files(second.store, "micro_small") == small_bytes and history(second.home, "micro_small") == small_history
+    mine, ref = results_of(second.store, "micro"), results_of(micro_study.store_root, "micro")
+    assert set(mine) == {"tables/problem_pool/_unpartitioned.parquet", "tables/benchmarks/_unpartitioned.parquet",
+                         "tables/reward_model/_unpartitioned.json"}
+    assert_same(mine, {k: ref[k] for k in mine})
+
+
+@pytest.mark.slow
+def test_two_studies_writing_at_the_same_time(micro_study, small_alone, tmp_path):
+    """The smaller study from scratch while micro recomputes its whole family graph (--force from native_traces
+    down: Oracle rewrites, rewards, perplexities, checkpoints, evals, report) in the same store and instance."""
+    small, alone = small_alone
+    both = Place(tmp_path / "both", like=micro_study.root)
+    runs = [(micro_study.study, ["--force", "--select", "key:native_traces+"]), (small, [])]
+    procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study), *extra],
+                              env=both.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for study, extra in runs]
+    outs = [p.communicate(timeout=1200)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
+    assert "paradox_report" in outs[0]  # micro did rewrite down to its report while the other study ran
     assert_same(results(both.store, "micro"), results(micro_study.store_root, "micro"))
     assert_same(results(both.store, "micro_small"), results(alone.store, "micro_small"))
 

@@ -48,7 +48,8 @@ def test_native_check_sees_all_families_and_allows_shared_problems(tmp_path):
     from qup_assets.assets.students import native_traces_verify
     from qup_assets.study import resolve_study_path
 
-    study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path))
+    study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path / "studies" / "micro"),
+                          store_root=str(tmp_path))
     rows = pd.DataFrame({"model_family": ["a", "b"], "problem_id": ["p1", "p1"], "answer": ["5", "5"],
                          "completion": ["so \\boxed{5}", "The answer is 5."]})
     assert native_traces_verify(study=study, native_traces=rows).passed

@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from qup_assets.cli import main
-from qup_assets.study import resolve_study_path
 
-from .helpers import key, study_data, write_study
+from .helpers import key
 
 
 def _meta(instance, name):
@@ -134,11 +133,18 @@ def _cache_lines(store: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_during_sampling_resumes_from_finished_work(isolated, tmp_path):
-    text = resolve_study_path("micro").read_text().replace("sampling: {n: 4,", "sampling: {n: 24,")
-    study = write_study(tmp_path / "crash.yaml", text)
-    store = study_data("micro")
-    assert main(["run", "--study", str(study), "--select", "group:problems or key:base_model"]) == 0
+def test_sigkill_during_sampling_resumes_from_finished_work(micro_study, monkeypatch):
+    # The session's problems and student, more samples, an empty response cache: sampling starts from zero.
+    ms = micro_study.copy(micro_study.root.parent / "crash-sampling").env(monkeypatch)
+    study, store = ms.study, ms.store
+    text = study.read_text()
+    assert "sampling: {n: 4," in text
+    study.write_text(text.replace("sampling: {n: 4,", "sampling: {n: 24,"))
+    import shutil
+
+    shutil.rmtree(store / "cache")
+    table = store / "tables" / "native_samples" / "micro-qwen.parquet"
+    old = table.read_bytes()
     total = 60 * 24
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study), "--select", "key:native_samples"]
     proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -149,8 +155,8 @@ def test_sigkill_during_sampling_resumes_from_finished_work(isolated, tmp_path):
     _kill_mid_run(proc)
     finished = _cache_lines(store)
     assert 0 < finished < total
-    # No partial result is visible: the table was never written.
-    assert not list((store / "tables" / "native_samples").glob("*.parquet")) if (store / "tables" / "native_samples").exists() else True
+    # No partial result is visible: the table is still the one from before the kill.
+    assert table.read_bytes() == old
 
     # The killed run held the `gpu` pool slot; the re-run marks it failed and frees the slot instead of waiting.
     assert main(["run", "--study", str(study), "--select", "key:native_samples"]) == 0

@@ -1,8 +1,9 @@
 """The Dagster UI in a real headless browser: lineage and the paradox report, as a researcher sees them.
 
 Needs Debian's chromium (apt install chromium) and the playwright package; no browser is downloaded.
-CI sets QUP_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping. QUP_UPDATE_SCREENSHOTS=1
-also writes the screenshots into docs/screenshots/ for the README.
+CI sets QUP_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping. The README's screenshots
+come from the same code on the default study: `make study`, then
+`.venv/bin/python -m qup_assets_tests.test_ui_browser`.
 """
 
 import os
@@ -44,48 +45,47 @@ def _shot(page, path: Path):
     page.screenshot(path=str(path))
 
 
-@pytest.mark.slow
-def test_ui_shows_lineage_and_the_report_in_a_browser(micro_study, tmp_path):
-    chromium = _chromium()
+def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Path, k: int, log: Path) -> None:
+    """Open the UI on an instance where `study` is materialized; check lineage and the report; take the shots."""
     from playwright.sync_api import sync_playwright
 
+    chromium = _chromium()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, QUP_STUDY=str(micro_study.study), QUP_STORE=str(micro_study.store_root),
-               DAGSTER_HOME=str(micro_study.home))
-    log = (tmp_path / "webserver.log").open("wb")
+    env = dict(os.environ, QUP_STUDY=str(study_file), QUP_STORE=str(store_root), DAGSTER_HOME=str(home))
+    out = log.open("wb")
     server = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port),
-                               "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env, stdout=log, stderr=log)
-    shots = REPO / "docs" / "screenshots" if os.environ.get("QUP_UPDATE_SCREENSHOTS") else tmp_path
+                               "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env, stdout=out, stderr=out)
     shots.mkdir(parents=True, exist_ok=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             try:
                 urllib.request.urlopen(url + "/server_info", timeout=2)
                 break
             except OSError:
-                assert server.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the webserver did not come up in 120 s"
+                assert server.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the webserver did not come up in 180 s"
                 time.sleep(1)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
-            # Lineage: the students group with its neighbours, every node a real asset of this study.
-            page.goto(f"{url}/locations/micro/asset-groups/students/lineage")  # the micro study's code location
-            page.wait_for_selector("text=native_traces", timeout=60_000)
-            for node in ["base_model", "native_samples", "native_traces", "common_problems", "base_eval"]:
+            # Lineage of the family stage: native_traces with its parents and children, every node a real
+            # asset of this study (the study's code location; keys carry the study's name).
+            page.goto(f"{url}/assets/{study}/native_traces?view=lineage&lineageScope=neighbors&lineageDepth=1")
+            page.wait_for_selector("text=native_samples", timeout=90_000)
+            for node in ["native_samples", "native_traces", "style_aligned_traces", "oracle_refined_traces"]:
                 assert page.get_by_text(node, exact=True).count() >= 1, node
             _shot(page, shots / "lineage_students.png")
 
             # The report asset: the generated verdict and Table 1 rendered from the metadata.
-            page.goto(f"{url}/assets/micro/paradox_report")  # keys carry the study's name
-            page.wait_for_selector("text=Spearman rho", timeout=60_000)
+            page.goto(f"{url}/assets/{study}/paradox_report")
+            page.wait_for_selector("text=Spearman rho", timeout=90_000)
             _shot(page, shots / "paradox_report.png")
             table = page.locator("table", has_text="Oracle-Synthesized").first
             assert table.count() == 1
-            assert "Style-Aligned" in table.inner_text() and "Avg@2 DFT" in table.inner_text()
+            assert "Style-Aligned" in table.inner_text() and f"Avg@{k} DFT" in table.inner_text()
             table.scroll_into_view_if_needed()
             _shot(page, shots / "paradox_report_table.png")
             browser.close()
@@ -97,3 +97,21 @@ def test_ui_shows_lineage_and_the_report_in_a_browser(micro_study, tmp_path):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.mark.slow
+def test_ui_shows_lineage_and_the_report_in_a_browser(micro_study, tmp_path):
+    browse("micro", micro_study.study, micro_study.store_root, micro_study.home, tmp_path / "shots", k=2,
+           log=tmp_path / "webserver.log")
+
+
+if __name__ == "__main__":
+    # The README's screenshots, from the default study after `make study`:
+    #   .venv/bin/python -m qup_assets_tests.test_ui_browser
+    from qup_assets.study import load_study, resolve_study_path, store_root
+
+    default = load_study("tiny")
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
+    browse(default.name, resolve_study_path("tiny"), store_root(), home, REPO / "docs" / "screenshots",
+           k=default.evaluation.k, log=Path("/tmp/qup-webserver.log"))
+    print(f"screenshots written to {REPO / 'docs' / 'screenshots'}")
