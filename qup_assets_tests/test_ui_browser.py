@@ -71,11 +71,11 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
-            # Lineage of the family stage: native_traces with its parents and children, every node a real
-            # asset of this study (the study's code location; keys carry the study's name).
-            page.goto(f"{url}/assets/{study}/native_traces?view=lineage&lineageScope=neighbors&lineageDepth=1")
-            page.wait_for_selector("text=native_samples", timeout=90_000)
-            for node in ["native_samples", "native_traces", "style_aligned_traces", "oracle_refined_traces"]:
+            # Lineage: the students group with its neighbours, every node a real asset of this study, in the
+            # study's own code location.
+            page.goto(f"{url}/locations/{study}/asset-groups/students/lineage")
+            page.wait_for_selector("text=native_traces", timeout=90_000)
+            for node in ["base_model", "native_samples", "native_traces", "common_problems", "base_eval"]:
                 assert page.get_by_text(node, exact=True).count() >= 1, node
             _shot(page, shots / "lineage_students.png")
 
