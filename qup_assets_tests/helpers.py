@@ -65,3 +65,31 @@ def printed_command_works(message: str) -> str:
     out = subprocess.run([hf, *cmd.split()[1:], "--help"], capture_output=True, text=True)
     assert out.returncode == 0, f"{cmd!r} does not work as printed: {out.stderr[-500:]}"
     return cmd
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, proc, log: Path, seconds: float, what: str) -> None:
+    """Poll `url` until it answers; fail with the server's log if `proc` exits or `seconds` pass first."""
+    import http.client
+    import time
+    import urllib.request
+
+    import pytest
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except (OSError, http.client.HTTPException):  # not listening yet, or closing on us while starting
+            time.sleep(1)
+    pytest.fail(f"{what} did not answer within {seconds:g} s:\n{log.read_text(errors='replace')[-3000:]}")

@@ -21,7 +21,7 @@ from qup_assets.oracle.base import OracleItem
 from qup_assets.oracle.llm import MAX_OUTPUT_CHARS, parse_output
 from qup_assets.oracle.symbolic import SymbolicOracle
 
-from .helpers import payloads
+from .helpers import free_port, payloads, wait_until_serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,26 +117,13 @@ def test_make_dev_serves_the_ui_on_localhost_only(isolated):
     """`make dev` as the README says, on a free port: the webserver listens on 127.0.0.1 and nowhere else."""
     import signal
     import socket
-    import time
-    import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = (isolated / "dev.log").open("wb")
     proc = subprocess.Popen(["make", "-s", "dev", f"PORT={port}", "STUDY=micro"], cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (isolated / "dev.log").read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("the UI did not answer within 180 s:\n" + (isolated / "dev.log").read_text()[-3000:])
+        wait_until_serving(f"http://127.0.0.1:{port}/server_info", proc, isolated / "dev.log", 180, "make dev")
         addrs = _listening_addresses(port)
         assert addrs == {"0100007F"}, addrs  # 127.0.0.1 only: not 0.0.0.0, not ::
         # and from the machine's own network address the port is closed

@@ -8,14 +8,13 @@ come from the same code on the default study: `make study`, then
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from qup_assets_tests.helpers import free_port, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -31,12 +30,6 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _shot(page, path: Path):
     """Screenshot once the page settles. dagster.yaml turns the community dialog off (`nux: enabled: false`);
     it used to appear a few seconds after the first load, so wait past that and check it stays away."""
@@ -50,7 +43,7 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
     from playwright.sync_api import sync_playwright
 
     chromium = _chromium()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, QUP_STUDY=str(study_file), QUP_STORE=str(store_root), DAGSTER_HOME=str(home))
     out = log.open("wb")
@@ -58,15 +51,7 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
                                "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env, stdout=out, stderr=out)
     shots.mkdir(parents=True, exist_ok=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url + "/server_info", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "the webserver did not come up in 180 s"
-                time.sleep(1)
+        wait_until_serving(url + "/server_info", server, log, 180, "the webserver")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1600, "height": 1000})

@@ -5,11 +5,8 @@ fail instead of skip when it is missing.
 """
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -19,7 +16,7 @@ from qup_assets.backends.prompting import render_prompt
 from qup_assets.backends.transformers_backend import TransformersBackend
 from qup_assets.study import Prompt
 
-from .helpers import key
+from .helpers import free_port, key, wait_until_serving
 
 pytestmark = pytest.mark.vllm
 
@@ -67,16 +64,10 @@ def test_vllm_and_transformers_agree(engine, prompts, tiny_model_dir):
         assert a.logprobs == pytest.approx(b.logprobs, abs=2e-3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     _require_vllm()
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "serve.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir), "--host", "127.0.0.1",
@@ -85,18 +76,11 @@ def server(tiny_model_dir, tmp_path_factory):
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited early:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except Exception:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-3000:]}")
+    try:
+        wait_until_serving(f"{url}/health", proc, log, 240, "vllm serve")
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        raise
     yield url + "/v1"
     os.killpg(proc.pid, 15)
     try:
@@ -131,7 +115,7 @@ def test_openai_clear_errors(server, monkeypatch):
 
 
 def test_openai_unreachable_server_retries_then_fails():
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     lm = OpenAIBackend(url, "tiny", max_retries=2, backoff=0.01)
     with pytest.raises(BackendError, match="unreachable after 3 attempts") as err:
         lm.sample([Request("hi")], SamplingParams(max_tokens=2))
