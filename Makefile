@@ -48,7 +48,7 @@ test-fast: $(VENV)/.installed-test
 # The UI with one code location per study in data/studies; a study file elsewhere (STUDY=path/to/x.yaml)
 # is served as the only location.
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	@if [ -f "data/studies/$(STUDY).yaml" ]; then where="-w workspace.yaml"; else where="-m qup_assets.definitions"; fi; \
+	@if [ -f "data/studies/$(STUDY).yaml" ]; then where="-w workspace.yaml"; else where="-w $$($(BIN)/qup workspace --study $(STUDY))"; fi; \
 	echo "UI: http://127.0.0.1:$(PORT)"; \
 	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) $$where
 
@@ -59,6 +59,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_quality.py
 	$(BIN)/python bench/bench_parallel.py
 	$(BIN)/python bench/bench_study.py
+	$(BIN)/python bench/bench_launcher.py
 
 clean:
 	rm -rf data/store $(DAGSTER_HOME)

@@ -5,7 +5,7 @@ pretraining steps (batch 32) and sampled completions through the transformers ba
 
   (a) sequential: two units one after the other in one process, torch using every core (the baseline)
   (b) oversubscribed: two processes at once, each torch using every core (what two runs do by default)
-  (c) parallel: two processes at once, each with cores / 2 threads (what `qup run` does on a CPU machine)
+  (c) parallel: two processes at once, each with cores / 2 threads (what two family runs get: the study resource gives each cores / runs threads)
 
 Prints wall seconds and the ratio against (a). Run: .venv/bin/python bench/bench_parallel.py
 """

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -24,172 +23,6 @@ def ensure_dagster_home() -> Path:
 
 
 # ---------------------------------------------------------------- run
-
-
-def _stages(defs, keys):
-    """Split selected assets into: unpartitioned roots, per-family partitioned assets, unpartitioned sinks."""
-    graph = defs.resolve_asset_graph()
-    all_partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None}
-    partitioned = set(keys) & all_partitioned
-    downstream_of_partitioned = {
-        k for k in keys if k not in partitioned and graph.get_ancestor_asset_keys(k) & all_partitioned
-    }
-    roots = [k for k in keys if k not in partitioned and k not in downstream_of_partitioned]
-    return roots, sorted(partitioned), sorted(downstream_of_partitioned)
-
-
-def reap_dead_runs(instance) -> list[str]:
-    """Mark runs of `qup run` processes that died (SIGKILL, OOM, power loss) as failed and free their pool slots.
-
-    In-process runs have no run worker for the daemon to monitor: without this, a killed run
-    keeps its `gpu` pool slot forever and every later run waits on it.
-    """
-    import dagster as dg
-
-    reaped = []
-    host = socket.gethostname()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])):
-        pid = run.tags.get("qup/pid")
-        if run.tags.get("qup/host") != host or not pid or _alive(int(pid)):
-            continue
-        instance.report_run_failed(run, f"the qup process (pid {pid}) running it died; marked failed by a later qup run")
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        reaped.append(run.run_id)
-    return reaped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def outdated(graph, instance, keys, partition: str | None) -> list:
-    """The assets among `keys` that need materializing for one family (None: the unpartitioned ones).
-
-    An asset is up to date when it has a materialization (of this partition) recorded with its current
-    code version (which carries the study sections it reads) that is newer than the latest
-    materialization of each parent; anything downstream of an outdated asset is outdated too. This is
-    what makes an unchanged `qup run` nearly free and keeps other families untouched.
-    """
-    import dagster as dg
-
-    def latest(key, part):
-        f = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[part] if part else None)
-        recs = instance.fetch_materializations(f, limit=1).records
-        return recs[0] if recs else None
-
-    selected = set(keys)
-    todo: set = set()
-    for key in graph.toposorted_asset_keys:
-        if key not in selected:
-            continue
-        node = graph.get(key)
-        part = partition if node.partitions_def is not None else None
-        rec = latest(key, part)
-        if rec is None or rec.asset_materialization.tags.get("dagster/code_version") != node.code_version:
-            todo.add(key)
-            continue
-        for parent in node.parent_keys:
-            if parent in todo:
-                todo.add(key)
-                break
-            pnode = graph.get(parent)
-            prec = latest(parent, partition if pnode.partitions_def is not None and part else None)
-            if prec is not None and prec.timestamp > rec.timestamp:
-                todo.add(key)
-                break
-    return [k for k in keys if k in todo]
-
-
-def _execute(job, instance, keys, partition=None, label="") -> bool:
-    if not keys:
-        return True
-    names = ", ".join(k.to_user_string() for k in keys)
-    print(f"\n== materializing {label}{names}" + (f" [model_family={partition}]" if partition else ""), flush=True)
-    result = job.execute_in_process(
-        instance=instance,
-        asset_selection=list(keys),
-        partition_key=partition,
-        raise_on_error=False,
-        tags={"qup/pid": str(os.getpid()), "qup/host": socket.gethostname()},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
-    status = "ok" if result.success else "FAILED"
-    print(f"== run {result.run_id[:8]} {status}", flush=True)
-    if not result.success:
-        for event in result.all_events:
-            data = event.step_failure_data if event.is_step_failure else None
-            if data is not None:
-                user = data.user_failure_data
-                why = user.description if user and user.description else (data.error.message.strip() if data.error else "failed")
-                print(f"   {event.step_key} failed: {why}", file=sys.stderr)
-    return result.success
-
-
-def auto_jobs() -> int:
-    """Families run at once: on a CPU-only machine one per core, each pinned to cores / jobs threads
-    (bench/bench_parallel.py measures why); with GPUs one at a time, and the `gpu` pool decides what overlaps."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return 1
-    except ImportError:
-        pass
-    return max(1, os.cpu_count() or 1)
-
-
-def _run_families_in_parallel(args, instance, families: list[str], jobs: int) -> bool:
-    """One child `qup run` per family, `jobs` at a time, each with cores / jobs torch threads.
-
-    Torch in two processes that each use every core oversubscribes the CPU and runs far slower than
-    one after the other; pinning the threads is what makes two at once faster.
-    """
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # CPU-only: the `gpu` pool is the core budget, one slot per pinned child. The instance's own limit is
-    # restored afterwards, so runs started from the UI (unpinned) do not oversubscribe the cores.
-    storage = instance.event_log_storage
-    before = storage.get_concurrency_info("gpu")
-    storage.set_concurrency_slots("gpu", max(jobs, 1))
-    try:
-        return _run_children(args, families, jobs, threads)
-    finally:
-        if before.using_default_limit:
-            storage.delete_concurrency_limit("gpu")
-        else:
-            storage.set_concurrency_slots("gpu", before.slot_count)
-
-
-def _run_children(args, families: list[str], jobs: int, threads: int) -> bool:
-    import subprocess
-    import time
-
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    print(f"\n== {len(families)} families, {jobs} at a time with {threads} torch thread(s) each", flush=True)
-    base = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(args.study_path), "--stage", "partitioned"]
-    if args.select:
-        base += ["--select", args.select]
-    if args.force:
-        base += ["--force"]
-    pending, running, ok = list(families), {}, True
-    while pending or running:
-        while pending and len(running) < jobs:
-            fam = pending.pop(0)
-            running[fam] = subprocess.Popen(base + ["--family", fam], env=env)
-        for fam, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[fam]
-                if proc.returncode != 0:
-                    print(f"== family {fam} FAILED (exit {proc.returncode})", file=sys.stderr, flush=True)
-                    ok = False
-        if running:
-            time.sleep(0.5)
-    return ok
 
 
 def _namespace_ok(study: Study) -> bool:
@@ -228,18 +61,23 @@ def cmd_run(args) -> int:
 
     from qup_assets.assets.partitions import sync_families
     from qup_assets.definitions import build_definitions
+    from qup_assets.orchestration.instance import InstanceError, check_instance
+    from qup_assets.orchestration.study_run import StudyRun
     from qup_assets.storage.tables import report_dir, study_store
 
     study = load_study(args.study)
+    home = ensure_dagster_home()
+    try:
+        check_instance(home)
+    except InstanceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not _namespace_ok(study):
         return 2
-    ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     added = sync_families(study, instance)
     if added:
         print(f"added model_family partitions: {added}")
-    for run_id in reap_dead_runs(instance):
-        print(f"marked run {run_id[:8]} failed: its process died (its pool slots are free again)")
     families = list(study.families)
     if args.family:
         unknown = [f for f in args.family if f not in study.families]
@@ -247,7 +85,6 @@ def cmd_run(args) -> int:
             print(f"error: families {unknown} are not in study {study.name!r} (has {families})", file=sys.stderr)
             return 2
         families = args.family
-    args.study_path = study.source_path
     defs = build_definitions(study.source_path)
     graph = defs.resolve_asset_graph()
     try:
@@ -259,42 +96,19 @@ def cmd_run(args) -> int:
     if not keys:
         print(f"error: selection {args.select!r} matches no asset", file=sys.stderr)
         return 2
-    job = defs.resolve_implicit_global_asset_job_def()
-    roots, partitioned, sinks = _stages(defs, keys)
     # An explicit --select (or --force) materializes what it names; otherwise only what is out of date.
-    force = bool(args.select or args.force)
-
-    def todo(stage_keys, partition=None):
-        if force or not stage_keys:
-            return stage_keys
-        out = outdated(graph, instance, stage_keys, partition)
-        fresh = len(stage_keys) - len(out)
-        if fresh:
-            print(f"== up to date, skipped: {fresh} asset(s)" + (f" [model_family={partition}]" if partition else ""), flush=True)
-        return out
-
-    if args.stage == "partitioned":  # a child of a parallel run: this family's partition only
-        return 0 if _execute(job, instance, todo(partitioned, families[0]), partition=families[0]) else 1
-    ok = _execute(job, instance, todo(roots))
-    jobs = min(len(families), args.jobs or auto_jobs())
-    if ok and partitioned and jobs > 1:
-        stale = [f for f in families if force or outdated(graph, instance, partitioned, f)]
-        if len(stale) < len(families):
-            print(f"== up to date, skipped: families {[f for f in families if f not in stale]}", flush=True)
-        ok = _run_families_in_parallel(args, instance, stale, min(jobs, len(stale))) if stale else True
-    else:
-        for fam in families if ok else []:
-            ok = _execute(job, instance, todo(partitioned, fam), partition=fam) and ok
-            if not ok:
-                break
-    ok = ok and _execute(job, instance, todo(sinks))
+    runner = StudyRun(study, instance, home, graph, out=lambda s: print(s, flush=True),
+                      err=lambda s: print(s, file=sys.stderr, flush=True))
+    ok = runner.run(keys, families, force=bool(args.select or args.force))
+    if not runner.ran:
+        print("== everything is up to date: nothing to run")
     store = study_store(store_root(), study.name)
     print(f"\nstudy {study.name}: {'done' if ok else 'FAILED'}")
     print(f"  results: {store / 'tables'}  (query with: qup sql --study {study.name} \"select * from problem_pool limit 5\")")
     report = report_dir(store)
     print(f"  report:  {report}" if report.exists() else "  report:  none yet (materialize paradox_report)")
     print(f"  UI:      make dev, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    if ok and (report / "headline.txt").exists() and any(k.path[-1] == "paradox_report" for k in sinks):
+    if ok and runner.ran and (report / "headline.txt").exists() and any(k.path[-1] == "paradox_report" for k in keys):
         print()
         print_report(report)
     return 0 if ok else 1
@@ -323,6 +137,31 @@ def cmd_report(args) -> int:
               " (or materialize paradox_report in the UI)", file=sys.stderr)
         return 1
     print_report(report)
+    stale = _report_staleness(study)
+    if stale:
+        print(f"\nwarning: this report is older than its inputs ({stale}); refresh it with: qup run --study "
+              f"{study.name} (or materialize paradox_report_job in the UI)", file=sys.stderr)
+    return 0
+
+
+def _report_staleness(study: Study) -> str | None:
+    """Why the stored report is out of date with the instance's materializations (None: current)."""
+    import dagster as dg
+
+    from qup_assets.definitions import build_definitions
+    from qup_assets.orchestration.staleness import report_outdated
+
+    ensure_dagster_home()
+    graph = build_definitions(study.source_path).resolve_asset_graph()
+    return report_outdated(graph, dg.DagsterInstance.get(), dg.AssetKey([study.name, "paradox_report"]))
+
+
+def cmd_workspace(args) -> int:
+    """Print the path of a one-location workspace file for the study (what `make dev` serves for a study
+    file outside data/studies, and what `qup run`'s daemon loads)."""
+    from qup_assets.orchestration.daemon import workspace_file
+
+    print(workspace_file(load_study(args.study), ensure_dagster_home()))
     return 0
 
 
@@ -377,7 +216,9 @@ def cmd_plan(args) -> int:
     missing, orphaned = family_diff(study, dg.DagsterInstance.get())
     defs = build_definitions(study.source_path)
     graph = defs.resolve_asset_graph()
-    roots, partitioned, sinks = _stages(defs, graph.get_all_asset_keys())
+    from qup_assets.orchestration.stages import split_stages
+
+    roots, partitioned, sinks = split_stages(graph, graph.get_all_asset_keys())
     print(f"study {study.name} ({study.source_path})")
     print("\nfamilies:")
     for name, fam in study.families.items():
@@ -510,10 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(r)
     r.add_argument("--family", action="append", help="only this family's partition (repeatable)")
     r.add_argument("--select", help="Dagster asset selection, e.g. 'problem_pool' or 'group:problems'")
-    r.add_argument("--jobs", type=int, help="families materialized at once (default: one per core on a CPU-only "
-                   "machine, each pinned to cores / jobs torch threads; 1 with a GPU)")
     r.add_argument("--force", action="store_true", help="materialize every selected asset, even if up to date")
-    r.add_argument("--stage", choices=["all", "partitioned"], default="all", help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
 
     rp = sub.add_parser("report", help="print the paradox report's headline table, verdict and path")
@@ -533,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("action", choices=["migrate"])
     study_arg(st)
     st.set_defaults(fn=cmd_store)
+
+    w = sub.add_parser("workspace", help="write a one-code-location workspace file for the study; prints its path")
+    study_arg(w)
+    w.set_defaults(fn=cmd_workspace)
 
     q = sub.add_parser("sql", help="DuckDB SQL over a study's stored tables (one view per asset)")
     q.add_argument("query")

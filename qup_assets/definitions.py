@@ -55,8 +55,34 @@ def study_assets(study: Study, prefix: bool = True) -> list[dg.AssetsDefinition]
             changes["code_version"] = f"{spec.code_version}-study.{digest}"
         return spec.replace_attributes(**changes) if changes else spec
 
+        if spec.key.path[-1] == "paradox_report":
+            # Refreshes by itself once every family's assets are in and none is still running (daemon on).
+            changes["automation_condition"] = dg.AutomationCondition.eager()
+        return spec.replace_attributes(**changes) if changes else spec
+
     assets = dg.load_assets_from_modules(MODULES, key_prefix=study.name if prefix else None)
     return [a.map_asset_specs(for_study) for a in assets]
+
+
+# The jobs a user picks in the UI: what each stage of `qup run` launches, with the same names.
+FAMILY_JOB, SHARED_JOB, REPORT_JOB = "family_assets", "shared_assets", "paradox_report_job"
+
+
+def study_jobs(study: Study, assets: list[dg.AssetsDefinition]) -> list:
+    """family_assets (partitioned: pick families in the partition picker; several = a backfill),
+    shared_assets (computed once for all families) and paradox_report_job."""
+    family = dg.AssetSelection.assets(*[s.key for a in assets for s in a.specs if s.partitions_def is not None])
+    after = family.downstream() - family
+    return [
+        dg.define_asset_job(FAMILY_JOB, selection=family,
+                            partitions_def=family_partitions(study.name),
+                            description="One family's assets, from its samples to its evaluations: pick the "
+                            "family (or several, for a backfill) in the partition picker."),
+        dg.define_asset_job(SHARED_JOB, selection=dg.AssetSelection.all() - family - after,
+                            description="The assets every family shares: problems, benchmarks, the reward model."),
+        dg.define_asset_job(REPORT_JOB, selection=after,
+                            description="The paradox report over every family in the study file."),
+    ]
 
 
 def build_definitions(study: str | None = None, store: str | None = None) -> dg.Definitions:
@@ -65,10 +91,16 @@ def build_definitions(study: str | None = None, store: str | None = None) -> dg.
     root = Path(store) if store else store_root()
     check_claim(root, s.name, study_path)  # a second file with this name fails here, before anything runs
     store_dir = str(study_store(root, s.name))
+    assets = study_assets(s)
     return dg.Definitions(
-        assets=study_assets(s),
+        assets=assets,
         asset_checks=dg.load_asset_checks_from_modules([problems, students, variants], asset_key_prefix=s.name),
-        sensors=[build_family_sensor(study_path, s.name)],
+        jobs=study_jobs(s, assets),
+        executor=dg.multiprocess_executor if s.executor == "multiprocess" else dg.in_process_executor,
+        sensors=[build_family_sensor(study_path, s.name), dg.AutomationConditionSensorDefinition(
+            f"{s.name}_report_refresh", target=dg.AssetSelection.assets(dg.AssetKey([s.name, "paradox_report"])),
+            default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+            description="Refreshes paradox_report once families change (runs while the daemon runs).")],
         resources={
             "study": StudyResource(study=study_path, store_dir=store_dir, store_root=str(root)),
             "io_manager": StoreIOManager(store_dir=store_dir),
@@ -77,7 +109,15 @@ def build_definitions(study: str | None = None, store: str | None = None) -> dg.
 
 
 def __getattr__(name: str) -> dg.Definitions:
-    """`qup_assets.definitions:<study>` for each study file in data/studies: one code location per study."""
+    """`qup_assets.definitions:<study>` for each study file in data/studies: one code location per study;
+    `from_env` for the study QUP_STUDY names at each load; `path_<hex>` for a study file elsewhere."""
+    if name == "from_env":
+        return build_definitions()
+    if name.startswith("path_"):  # a study file outside data/studies, its path hex-encoded (orchestration/daemon.py)
+        try:
+            return build_definitions(bytes.fromhex(name[5:]).decode())
+        except ValueError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     if name.startswith("__") or not (STUDIES_DIR / f"{name}.yaml").is_file():
         raise AttributeError(f"module {__name__!r} has no attribute {name!r} (no study file "
                              f"{STUDIES_DIR / (name + '.yaml')})")

@@ -305,6 +305,9 @@ class Study(_Strict):
     evaluation: Evaluation = Evaluation()
     verification: Verification = Verification()
     min_common_fraction: float = Field(0.5, ge=0, le=1)
+    # in_process: a run's steps share its run worker process (cheap, right for CPU); multiprocess: every
+    # step in a process of its own, so a step's engine and GPU memory are gone when it ends (GPUs).
+    executor: Literal["in_process", "multiprocess"] = "in_process"
 
     @field_validator("name")
     @classmethod

@@ -117,15 +117,36 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert model.generate(ids, max_new_tokens=5, do_sample=False).shape[1] > ids.shape[1]
 
 
-def _kill_mid_run(proc: subprocess.Popen) -> None:
-    """SIGKILL a `qup run` and check it was still running: killed by the signal, its run left STARTED."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    assert proc.wait() == -signal.SIGKILL, f"the run exited with {proc.returncode} before it could be killed"
-    runs = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(tags={"qup/pid": str(proc.pid)}))
-    assert runs and all(r.status == dg.DagsterRunStatus.STARTED for r in runs), [r.status for r in runs]
+def _kill_mid_run(proc: subprocess.Popen) -> str:
+    """SIGKILL the run worker of the run a `qup run` is following, as the OOM killer would, with its parent
+    (the code server) gone too: only Dagster's run monitoring, through the run launcher's health check,
+    can see that the run died. It marks the run failed, and `qup run` exits 1. Returns the run's id."""
+    from qup_assets.orchestration.launcher import worker_pid
+
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert len(runs) == 1 and proc.poll() is None, f"no run to kill: qup exited {proc.returncode}"
+    pid = worker_pid(instance, runs[0].run_id)
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(parent, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=120) == 1
+    failed = instance.get_run_by_id(runs[0].run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    why = [e.message for e in instance.all_logs(failed.run_id) if e.is_dagster_event and e.message]
+    assert any(f"run worker pid {pid} died" in m for m in why), why[-3:]
+    return failed.run_id
+
+
+def _slots_freed(run_id: str) -> bool:
+    """The dead run holds no `gpu` pool slot once run monitoring has freed them."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu")
+        if not [s for s in info.claimed_slots if s.run_id == run_id]:
+            return True
+        time.sleep(1)
+    return False
 
 
 def _cache_lines(store: Path) -> int:
@@ -147,19 +168,19 @@ def test_sigkill_during_sampling_resumes_from_finished_work(micro_study, monkeyp
     old = table.read_bytes()
     total = 60 * 24
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study), "--select", "key:native_samples"]
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _cache_lines(store) < total // 3 and proc.poll() is None:
         time.sleep(0.2)
-    _kill_mid_run(proc)
+    killed = _kill_mid_run(proc)
     finished = _cache_lines(store)
     assert 0 < finished < total
     # No partial result is visible: the table is still the one from before the kill.
     assert table.read_bytes() == old
 
-    # The killed run held the `gpu` pool slot; the re-run marks it failed and frees the slot instead of waiting.
+    # The killed run held a `gpu` pool slot: run monitoring frees it, and the re-run resumes.
     assert main(["run", "--study", str(study), "--select", "key:native_samples"]) == 0
+    assert _slots_freed(killed)
     instance = dg.DagsterInstance.get()
     assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     meta = _meta(instance, "native_samples")
@@ -223,10 +244,12 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     assert (ms.store / "tables" / "native_eval" / "micro-llama.parquet").is_file()  # its data is kept
     ms.study.write_text(with_llama)
 
-    # Both families' partitions at once: qup run's parallel children, and two multiprocess-executor runs.
+    # Both families' partitions at once: qup run's two family runs through the queue, and two runs outside qup
+    # (dagster asset materialize) of another asset, all on one instance and store.
     env = dict(os.environ, QUP_STUDY=str(ms.study))
+    pools_before = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu")
     procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--force",
-                               "--jobs", "2", "--select", "key:native_samples or key:native_rewards"], env=env,
+                               "--select", "key:native_samples or key:native_rewards"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     procs += [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
                                 "--select", "micro/native_adaptation", "--partition", fam], env=env,
@@ -235,18 +258,22 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
-    assert "2 families, 2 at a time" in outs[0]
-    # the pool was widened for the pinned children only: UI runs get the instance's limit back
-    assert dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu").using_default_limit
+    assert "== queued micro-qwen" in outs[0] and "== queued micro-llama" in outs[0]
+    # qup run no longer rewrites pool limits: the instance's own, the same for UI runs
+    pools_after = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu")
+    assert (pools_after.slot_count, pools_after.using_default_limit) == (pools_before.slot_count,
+                                                                         pools_before.using_default_limit)
     for fam in ("micro-qwen", "micro-llama"):
         s = pd.read_parquet(ms.store / "tables" / "native_samples" / f"{fam}.parquet")
         assert len(s) == 240 and not s.duplicated(["problem_id", "sample_idx"]).any()
         a = pd.read_parquet(ms.store / "tables" / "native_adaptation" / f"{fam}.parquet")
         assert a["problem_id"].is_unique and (a["model_family"] == fam).all()
 
-    # Alone, the two pinned children run their `gpu`-pool steps at the same time: the pool was widened for
-    # them (with the instance's limit of 1 the two steps would run one after the other).
-    assert main(["run", "--study", str(ms.study), "--force", "--jobs", "2", "--select", "key:native_adaptation"]) == 0
+    # Alone, the two family runs compute their `gpu`-pool steps at the same time: the queue lets two runs go
+    # and the pool has two slots on this 2-core instance (dagster.yaml), each run with one torch thread.
+    assert main(["run", "--study", str(ms.study), "--force", "--select", "key:native_adaptation"]) == 0
+    cores = os.cpu_count()
+    assert f"torch threads: {max(1, cores // 2)} (of {cores} cores)" in capsys.readouterr().out
     spans = [_step_span(instance, "native_adaptation", fam) for fam in ("micro-qwen", "micro-llama")]
     assert max(s[0] for s in spans) < min(s[1] for s in spans), spans
 
@@ -268,7 +295,7 @@ def test_a_failing_family_fails_the_parallel_run_and_the_other_family_still_fini
     instance = dg.DagsterInstance.get()
     before = _materializations(instance)
     # micro-broken has no samples to verify: its child fails; micro-qwen's child is not stopped by it
-    assert main(["run", "--study", str(ms.study), "--force", "--jobs", "2", "--select", "key:native_traces"]) == 1
+    assert main(["run", "--study", str(ms.study), "--force", "--select", "key:native_traces"]) == 1
     captured = capsys.readouterr()
     assert "family micro-broken FAILED" in captured.err and "study micro: FAILED" in captured.out
     after = _materializations(instance)
@@ -292,8 +319,7 @@ def test_sigkill_during_training_reuses_finished_checkpoints(micro_study, monkey
     before = table.read_bytes()
     ck = ms.store / "artifacts" / "native_checkpoints" / "micro-qwen"
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--select", "key:native_checkpoints"]
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _trained_epochs(ck / "sft") != 24 and proc.poll() is None:
         time.sleep(0.05)
@@ -337,8 +363,7 @@ def test_sigkill_during_an_oracle_pass_resumes_from_cached_rewrites(micro_study,
               for v in ("oracle_refined", "oracle_synthesized", "style_aligned")}
     old = {v: p.read_bytes() for v, p in tables.items()}
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--select", select]
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _cache_lines(store) == before and proc.poll() is None:
         time.sleep(0.05)  # until the first Oracle pass is cached

@@ -3,6 +3,7 @@
 
 import base64
 import io
+import warnings
 
 import dagster as dg
 import pandas as pd
@@ -39,3 +40,12 @@ def plot_markdown(draw, title: str, figsize=(5, 3)) -> str:
     md = png_markdown(fig, title)
     plt.close(fig)
     return md
+
+
+def versioned(value, metadata: dict | None = None) -> dg.Output:
+    """An asset's value with its content hash as data version: re-materializing identical content is no
+    change for Dagster's staleness (the UI) or for `qup run`, so nothing downstream recomputes."""
+    from qup_assets.storage.tables import content_hash
+
+    warnings.filterwarnings("ignore", message=".*data_version.*", category=dg.BetaWarning)
+    return dg.Output(value, data_version=dg.DataVersion(content_hash(value)), metadata=metadata)

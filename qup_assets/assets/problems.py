@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import counts_table, md_table
+from qup_assets.assets.metadata import counts_table, md_table, versioned
 from qup_assets.assets.resources import StudyResource
 from qup_assets.problems.sources import ProblemSet, ProblemSourceError, load_benchmarks, load_problems
 
@@ -35,7 +35,7 @@ def _set_metadata(ps: ProblemSet) -> dict:
         "with a reason, duplicates removed, gold answers self-verified."
     ),
 )
-def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> pd.DataFrame:
+def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> dg.Output[pd.DataFrame]:
     s = study.load()
     try:
         with study.verifier(s) as verifier:
@@ -50,7 +50,7 @@ def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> pd.
             ps.rows["n_steps"].value_counts().sort_index().to_dict(), key="n_steps", value="problems"
         )
     context.add_output_metadata(meta)
-    return ps.rows
+    return versioned(ps.rows)
 
 
 @dg.asset(
@@ -62,7 +62,7 @@ def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> pd.
         "as the pool, then decontaminated: items whose problem is also in problem_pool are dropped and counted."
     ),
 )
-def benchmarks(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame) -> pd.DataFrame:
+def benchmarks(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     s = study.load()
     try:
         with study.verifier(s) as verifier:
@@ -90,7 +90,7 @@ def benchmarks(context: dg.AssetExecutionContext, study: StudyResource, problem_
             "sample": md_table(rows[["benchmark", "problem_id", "problem", "answer"]], max_rows=5),
         }
     )
-    return rows
+    return versioned(rows)
 
 
 @dg.asset_check(asset=problem_pool, description="Every problem id is unique and every gold answer is non-empty.")

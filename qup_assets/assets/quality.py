@@ -13,7 +13,7 @@ from qup_assets.adaptation.perplexity import (
     quartile_global,
     trace_metrics,
 )
-from qup_assets.assets.metadata import md_table, plot_markdown
+from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.backends.cache import ResponseCache, cached_chunks
@@ -71,7 +71,7 @@ def build_adaptation_asset(variant: str) -> dg.AssetsDefinition:
         "(Q1..Q4), plus semantic preservation and edit distance; on the family's common problem set.",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
-               common_problems: pd.DataFrame, **inputs: pd.DataFrame) -> pd.DataFrame:
+               common_problems: pd.DataFrame, **inputs: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         s = study.load()
         name = context.partition_key
         fam = study.family(s, name)
@@ -108,7 +108,7 @@ def build_adaptation_asset(variant: str) -> dg.AssetsDefinition:
             "scored": misses,
             "wall_time_s": round(time.monotonic() - started, 1),
         })
-        return df
+        return versioned(df)
 
     return _asset
 
@@ -129,7 +129,7 @@ adaptation_assets = [build_adaptation_asset(v) for v in ALL_VARIANTS]
     "corrupted or wrong, as real RMs learn from strong-model preferences. Others are HF folders resolved offline.",
 )
 def reward_model(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
-                 benchmarks: pd.DataFrame) -> dict:
+                 benchmarks: pd.DataFrame) -> dg.Output[dict]:
     from qup_assets.backends.base import BackendError, stable_hash
     from qup_assets.backends.fingerprint import folder_fingerprint
     from qup_assets.backends.hub import resolve_model
@@ -168,7 +168,7 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
             f"{rm.name}/note": "chosen side always Oracle-written and correct: this RM rewards the Oracle's style",
         })
     context.add_output_metadata(meta)
-    return out
+    return versioned(out)
 
 
 def _histogram(scores: pd.DataFrame, variant: str) -> str:
@@ -195,7 +195,7 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
         "pair of the family's common problem set. Long format: model_family, problem_id, reward_model, score.",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, traces: pd.DataFrame,
-               common_problems: pd.DataFrame, problem_pool: pd.DataFrame, reward_model: dict) -> pd.DataFrame:
+               common_problems: pd.DataFrame, problem_pool: pd.DataFrame, reward_model: dict) -> dg.Output[pd.DataFrame]:
         from qup_assets.backends.base import stable_hash
         from qup_assets.reward.scorers import open_reward_model
 
@@ -227,7 +227,7 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
         meta["dagster/row_count"] = len(out)
         meta["histogram"] = dg.MetadataValue.md(_histogram(out, variant))
         context.add_output_metadata(meta)
-        return out
+        return versioned(out)
 
     return _asset
 

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import md_table
+from qup_assets.assets.metadata import md_table, versioned
 from qup_assets.assets.quality import ALL_VARIANTS
 from qup_assets.assets.resources import StudyResource
 from qup_assets.assets.training import per_problem_path
@@ -61,7 +61,7 @@ def _loss_curves(checkpoints: dict[str, pd.DataFrame], lr: float, batch_size: in
     "generated from those intervals, plots, and the paper's published numbers for reference. Written to "
     "QUP_STORE/studies/{study name}/report/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
 )
-def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **inputs: pd.DataFrame) -> dict:
+def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **inputs: pd.DataFrame) -> dg.Output[dict]:
     s = study.load()
     tr, ev = s.training, s.evaluation
     # Exactly the study file's families: a partition whose family was removed from the file keeps its data,
@@ -111,5 +111,5 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         "report_html": dg.MetadataValue.path(str(paths["report.html"])),
         "report_dir": dg.MetadataValue.path(str(out)),
     })
-    return {"study": s.name, "families": families, "excluded": excluded, "verdict": rep.verdict,
-            "files": sorted(str(p) for p in paths.values())}
+    return versioned({"study": s.name, "families": families, "excluded": excluded, "verdict": rep.verdict,
+            "files": sorted(str(p) for p in paths.values())})

@@ -1,6 +1,7 @@
 """The study as a Dagster resource: which study file, where the store is, the verifier pool."""
 
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,29 @@ class StudyResource(dg.ConfigurableResource):
     study: str
     store_dir: str
     store_root: str
+    # Torch threads per run worker. 0: the machine's cores / the runs that share them (queued or running
+    # when this one starts, at most the instance's max_concurrent_runs), so runs never oversubscribe.
+    torch_threads: int = 0
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        import torch
+
+        n = self.threads_for(context.instance)
+        torch.set_num_threads(n)
+        context.log.info(f"torch threads: {n} (of {os.cpu_count()} cores)")
+
+    def threads_for(self, instance) -> int:
+        if self.torch_threads > 0:
+            return self.torch_threads
+        if instance is None:
+            return os.cpu_count() or 1
+        queue = getattr(instance.run_coordinator, "get_run_queue_config", None)
+        limit = queue().max_concurrent_runs if queue else 1
+        # The runs that will share the cores: those queued or running now (this one included), at most the limit.
+        live = instance.get_runs_count(dg.RunsFilter(statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+        share = max(1, min(limit if limit > 0 else live, live))
+        return max(1, (os.cpu_count() or 1) // share)
 
     def load(self) -> Study:
         """The study file, claiming its name in the store: a second file with the same name fails here."""

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import md_table, plot_markdown
+from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.backends.base import BackendError, SamplingParams
@@ -41,7 +41,7 @@ def _loss_plot(curve: list) -> str:
     ),
 )
 def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmarks: pd.DataFrame,
-               problem_pool: pd.DataFrame) -> dict:
+               problem_pool: pd.DataFrame) -> dg.Output[dict]:
     s = study.load()
     name = context.partition_key
     fam = study.family(s, name)
@@ -63,7 +63,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
                 "model_path": dg.MetadataValue.path(info["path"]),
             }
         )
-        return info
+        return versioned(info)
 
     from qup_assets.world.student import build_synthetic_student
 
@@ -93,7 +93,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
             "model_path": dg.MetadataValue.path(info["path"]),
         }
     )
-    return info
+    return versioned(info)
 
 
 def _prompts(study: StudyResource, family_name: str, base_model: dict, problems: pd.DataFrame) -> list[str]:
@@ -114,7 +114,7 @@ def _prompts(study: StudyResource, family_name: str, base_model: dict, problems:
     ),
 )
 def native_samples(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
-                   base_model: dict) -> pd.DataFrame:
+                   base_model: dict) -> dg.Output[pd.DataFrame]:
     s = study.load()
     name = context.partition_key
     fam = study.family(s, name)
@@ -145,7 +145,7 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
             "sample": md_table(df[["problem_id", "sample_idx", "completion", "extracted_answer", "verdict"]], max_rows=6, width=160),
         }
     )
-    return df
+    return versioned(df)
 
 
 @dg.asset(
@@ -159,7 +159,7 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
     ),
 )
 def native_traces(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
-                  native_samples: pd.DataFrame, base_model: dict) -> pd.DataFrame:
+                  native_samples: pd.DataFrame, base_model: dict) -> dg.Output[pd.DataFrame]:
     s = study.load()
     solvable_ids = set(native_samples.loc[native_samples["correct"], "problem_id"])
     problems = problem_pool[problem_pool["problem_id"].isin(solvable_ids)]
@@ -179,7 +179,7 @@ def native_traces(context: dg.AssetExecutionContext, study: StudyResource, probl
             "sample": md_table(traces[["problem_id", "completion", "answer"]], max_rows=4, width=300),
         }
     )
-    return traces
+    return versioned(traces)
 
 
 @dg.asset_check(asset=native_traces, blocking=True, description="Every native trace verifies against the gold answer.")

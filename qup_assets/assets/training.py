@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import md_table, plot_markdown
+from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.quality import ALL_VARIANTS, on_common_set
 from qup_assets.assets.resources import StudyResource
@@ -164,7 +164,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
                          "eos_rate": eos, "wall_time_s": res.wall_time_s, "loss_curve": json.dumps(res.loss_curve)})
         df = pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
         # An explicit Output: a Pipes session (the accelerate launcher) requires a typed event stream.
-        return dg.Output(df, metadata={
+        return versioned(df, metadata={
             "dagster/row_count": len(df),
             "checkpoints": md_table(df.drop(columns=["model_family", "loss_curve"]), max_rows=20, width=120),
             "loss_curves": dg.MetadataValue.md(_loss_plot(curves, f"{name}: fine-tuning on {variant}")),
@@ -206,13 +206,13 @@ def per_problem_path(store: Path, eval_asset: str, family: str) -> Path:
 
 
 def _publish_eval(context: dg.AssetExecutionContext, study: StudyResource, tables: list[pd.DataFrame],
-                  problems: list[pd.DataFrame], stats: dict, started: float) -> pd.DataFrame:
+                  problems: list[pd.DataFrame], stats: dict, started: float) -> dg.Output[pd.DataFrame]:
     """The eval table, with its per-problem accuracies written beside it and the metadata attached."""
     df = pd.concat(tables, ignore_index=True)[EVAL_COLUMNS]
     pp = write_parquet_atomic(pd.concat(problems, ignore_index=True),
                               per_problem_path(study.store, context.asset_key.path[-1], context.partition_key))
     context.add_output_metadata(_eval_metadata(df, pp, stats, started))
-    return df
+    return versioned(df)
 
 
 def _eval_metadata(df: pd.DataFrame, per_problem_path: Path, stats: dict, started: float) -> dict:
@@ -245,7 +245,7 @@ def build_eval_asset(variant: str) -> dg.AssetsDefinition:
         "and truncation rates, per benchmark and macro-averaged. Per-problem accuracies are kept beside the table.",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, checkpoints: pd.DataFrame,
-               benchmarks: pd.DataFrame) -> pd.DataFrame:
+               benchmarks: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         s = study.load()
         name = context.partition_key
         started = time.monotonic()
@@ -280,7 +280,7 @@ eval_assets = [build_eval_asset(v) for v in ALL_VARIANTS]
     "reference line every variant's checkpoints are compared with. Same protocol as the variants' eval.",
 )
 def base_eval(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
-              benchmarks: pd.DataFrame) -> pd.DataFrame:
+              benchmarks: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     s = study.load()
     name = context.partition_key
     started = time.monotonic()

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from qup_assets.adaptation.similarity import normalized_edit_distance, semantic_preservation
-from qup_assets.assets.metadata import md_table
+from qup_assets.assets.metadata import md_table, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.backends.base import BackendError
@@ -141,7 +141,7 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
         "their reason. Columns include semantic_preservation and edit_distance against the native trace.",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, native_traces: pd.DataFrame,
-               problem_pool: pd.DataFrame) -> pd.DataFrame:
+               problem_pool: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         import contextlib
 
         s = study.load()
@@ -176,7 +176,7 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
                 prompt_text = prompt_template(task) if isinstance(oracle, LLMOracle) else None
         df = _variant_frame(name, native_traces, results, oracle_name)
         context.add_output_metadata({**_metadata(df, native_traces, time.monotonic() - started, prompt_text), **cache_stats})
-        return df
+        return versioned(df)
 
     return _asset
 
@@ -195,7 +195,7 @@ variant_assets = [build_variant_asset(v) for v in VARIANTS]
 )
 def common_problems(context: dg.AssetExecutionContext, native_traces: pd.DataFrame,
                     oracle_refined_traces: pd.DataFrame, oracle_synthesized_traces: pd.DataFrame,
-                    reference_traces: pd.DataFrame, style_aligned_traces: pd.DataFrame) -> pd.DataFrame:
+                    reference_traces: pd.DataFrame, style_aligned_traces: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     variants = {"oracle_refined": oracle_refined_traces, "oracle_synthesized": oracle_synthesized_traces,
                 "reference": reference_traces, "style_aligned": style_aligned_traces}
     ids = native_traces["problem_id"]
@@ -224,7 +224,7 @@ def common_problems(context: dg.AssetExecutionContext, native_traces: pd.DataFra
         "retry_rate_by_variant": md_table(pd.DataFrame({"variant": list(retry_rates), "retried": list(retry_rates.values())})),
         "left_out": md_table(out.loc[~out["common"], ["problem_id", "reason"]], max_rows=10, width=200),
     })
-    return out
+    return versioned(out)
 
 
 @dg.asset_check(asset=common_problems, description="Reports the share of problems whose rewrites were retried or "

@@ -108,3 +108,22 @@ def publish_model_dir(save, out_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def content_hash(value) -> str:
+    """A hash of what an asset writes (a table's columns, types and rows, or a JSON value), independent of
+    when or where it was computed: the data version Dagster and `qup run` compare to decide staleness."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if isinstance(value, pd.DataFrame):
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(value, preserve_index=False).replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        h.update(sink.getvalue().to_pybytes())
+    else:
+        h.update(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()[:16]
