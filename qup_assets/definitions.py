@@ -55,11 +55,6 @@ def study_assets(study: Study, prefix: bool = True) -> list[dg.AssetsDefinition]
             changes["code_version"] = f"{spec.code_version}-study.{digest}"
         return spec.replace_attributes(**changes) if changes else spec
 
-        if spec.key.path[-1] == "paradox_report":
-            # Refreshes by itself once every family's assets are in and none is still running (daemon on).
-            changes["automation_condition"] = dg.AutomationCondition.eager()
-        return spec.replace_attributes(**changes) if changes else spec
-
     assets = dg.load_assets_from_modules(MODULES, key_prefix=study.name if prefix else None)
     return [a.map_asset_specs(for_study) for a in assets]
 

@@ -208,3 +208,59 @@ def test_torch_threads_share_the_cores_among_the_runs_the_queue_lets_go(tmp_path
         res = StudyResource(study="micro", store_dir=str(tmp_path), store_root=str(tmp_path))
         assert res.threads_for(instance) == expected
         assert StudyResource(study="micro", store_dir="x", store_root="x", torch_threads=3).threads_for(instance) == 3
+
+
+def test_the_report_refreshes_itself_after_ui_runs_once_every_family_is_in(isolated):
+    """paradox_report's automation condition, evaluated as the daemon's sensor does, on a graph of the same
+    shape (shared asset -> per-family asset -> one report over every family)."""
+    from qup_assets.assets.report import LAUNCHED_BY_QUP, REFRESH
+    from qup_assets.definitions import build_definitions
+
+    defs = build_definitions("micro")
+    report = defs.resolve_assets_def(dg.AssetKey(["micro", "paradox_report"]))
+    assert report.automation_conditions_by_key[report.key] == REFRESH
+    assert defs.resolve_sensor_def("micro_report_refresh").default_status == dg.DefaultSensorStatus.RUNNING
+
+    families = dg.DynamicPartitionsDefinition(name="fams")
+
+    @dg.asset
+    def pool() -> int:
+        return 1
+
+    @dg.asset(partitions_def=families)
+    def evals(pool: int) -> int:
+        return pool
+
+    @dg.asset(automation_condition=REFRESH)
+    def paradox_report(evals: dict) -> int:
+        return len(evals)
+
+    toy = dg.Definitions(assets=[pool, evals, paradox_report])
+
+    def family(fam, tags=None):
+        dg.materialize([evals, pool.to_source_asset()], instance=instance, partition_key=fam, tags=tags)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("fams", ["a", "b"])
+        tick = dg.evaluate_automation_conditions(defs=toy, instance=instance)  # the sensor's first tick
+        assert tick.get_num_requested(paradox_report.key) == 0  # nothing in yet
+        dg.materialize([pool], instance=instance)
+
+        def requested() -> int:
+            nonlocal tick
+            tick = dg.evaluate_automation_conditions(defs=toy, instance=instance, cursor=tick.cursor)
+            return tick.get_num_requested(paradox_report.key)
+
+        family("a")
+        family("b", tags=LAUNCHED_BY_QUP)
+        assert requested() == 1  # every family in, one from the UI: refresh
+        dg.materialize([paradox_report, evals.to_source_asset()], instance=instance)
+        assert requested() == 0  # current: nothing to do
+        family("a", tags=LAUNCHED_BY_QUP)
+        assert requested() == 0  # qup run refreshes the report itself: no second report run
+        instance.add_dynamic_partitions("fams", ["c"])  # a new family, added in the UI's partition picker
+        assert requested() == 0
+        family("b")
+        assert requested() == 0  # waits while a family (c) is missing
+        family("c")
+        assert requested() == 1  # the new family is in: refresh

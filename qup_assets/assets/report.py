@@ -50,11 +50,29 @@ def _loss_curves(checkpoints: dict[str, pd.DataFrame], lr: float, batch_size: in
     return out
 
 
+# Tag on every run `qup run` launches: it refreshes the report itself, in its last wave.
+LAUNCHED_BY_QUP = {"qup/launched_by": "qup run"}
+
+# The report refreshes by itself while a daemon runs, once an input changed in a run that `qup run` did not
+# launch (a UI materialization or backfill) and no input is missing or in progress: Dagster's eager
+# condition, without the runs that refresh the report on their own (they would make it run twice).
+REFRESH = (
+    dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.newly_updated()
+        & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_keys=set(LAUNCHED_BY_QUP))
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("eager, for inputs changed outside qup run")
+
+
 @dg.asset(
     group_name="report",
     code_version="1",
     kinds={"markdown", "html"},
     ins=_INS,
+    automation_condition=REFRESH,
     description="The paradox report: Table 1 (mean reward per RM and Avg@k per objective, with CIs, per family), "
     "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), Spearman and Kendall rank "
     "correlations of reward and of PPL with accuracy (per family and pooled, bootstrap intervals), a verdict "

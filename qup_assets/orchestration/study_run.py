@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from qup_assets.assets.report import LAUNCHED_BY_QUP
 from qup_assets.definitions import FAMILY_JOB, REPORT_JOB, SHARED_JOB
 from qup_assets.orchestration.daemon import running_daemon
 from qup_assets.orchestration.runs import Launch, code_location, follow, submit
@@ -67,7 +68,7 @@ class StudyRun:
 
     def _wave(self, location, wave: list[Launch]) -> bool:
         self.ran = True
-        tags = {"qup/study": self.study.name}
+        tags = {"qup/study": self.study.name, **LAUNCHED_BY_QUP}
         runs = {}
         for w in wave:
             runs[submit(self.instance, location, w, tags)] = w.label
