@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, NamespaceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the runs this command launched were canceled", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -112,3 +112,30 @@ def test_a_copied_store_uses_its_own_models(micro_study, monkeypatch):
     meta = dg.DagsterInstance.get().get_latest_materialization_event(
         key("native_samples")).asset_materialization.metadata
     assert meta["cache_hits"].value == 240  # same model content: the copied cache still serves every sample
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_runs_qup_run_launched(micro_study, monkeypatch):
+    import signal
+    import time
+
+    ms = micro_study.copy(micro_study.root.parent / "ctrl-c").env(monkeypatch)
+    ms.study.write_text(ms.study.read_text().replace("sampling: {n: 4,", "sampling: {n: 24,"))
+    shutil.rmtree(ms.store / "cache")  # sampling starts from zero: minutes of work to interrupt
+    proc = _run(ms, "--select", "key:native_samples")
+    instance = dg.DagsterInstance.get()
+    started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not instance.get_runs(filters=started) and proc.poll() is None:
+        time.sleep(0.5)
+    (run,) = instance.get_runs(filters=started)
+    time.sleep(5)  # well inside the sampling step
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert "canceled" in out
+    deadline = time.monotonic() + 120
+    while instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.CANCELED and time.monotonic() < deadline:
+        time.sleep(1)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert not instance.get_runs(filters=started)

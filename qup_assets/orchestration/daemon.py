@@ -4,7 +4,8 @@
 on that instance shares (two studies at once, two terminals): a small supervisor process keeps
 `dagster-daemon run` going over a workspace of every study run on the instance, restarts it when a new
 study joins (running runs keep going: their workers do not belong to the daemon), and stops it once no
-`qup run` is left and no run is queued or running. One daemon per instance, never two.
+`qup run` is left and no run is queued or running. One daemon per instance: a `make dev` (or any
+`dagster-daemon run`) on this machine with the same DAGSTER_HOME is used instead of starting one.
 """
 
 import fcntl
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from qup_assets.study import REPO_ROOT, STUDIES_DIR, Study
 
-LIVE_SECONDS = 75  # a daemon writes a heartbeat every 30 s
 IDLE_SECONDS = 20  # the shared daemon stops this long after its last client and run
 
 
@@ -55,23 +55,54 @@ def _register(study: Study, home: Path) -> Path:
     return ws
 
 
-def _pid_alive(path: Path) -> int | None:
+def _environ_home(pid: int) -> str | None:
+    """The DAGSTER_HOME a local process runs with (None: gone, or not ours to read)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for entry in env:
+        if entry.startswith(b"DAGSTER_HOME="):
+            return str(Path(entry[len(b"DAGSTER_HOME="):].decode()).resolve())
+    return None
+
+
+def _our_supervisor(home: Path) -> int | None:
+    """The pid of the shared daemon's supervisor for this home, if it runs (a copied home's pid file
+    names a process that serves the original home, not this one)."""
     from qup_assets.orchestration.launcher import process_alive
 
     try:
-        pid = int(path.read_text())
+        pid = int((home / "qup-daemon.pid").read_text())
     except (OSError, ValueError):
         return None
-    return pid if process_alive(pid) else None
+    return pid if process_alive(pid) and _environ_home(pid) == str(home.resolve()) else None
 
 
-def foreign_daemon_live(instance, home: Path) -> bool:
-    """Another daemon (the UI's) sends heartbeats: not ours, and not the last beats of one we stopped."""
-    beat = instance.get_daemon_heartbeats().get("QUEUED_RUN_COORDINATOR")
-    if beat is None or time.time() - beat.timestamp > LIVE_SECONDS:
-        return False
-    stopped = home / "qup-daemon.stopped"
-    return not (stopped.exists() and beat.timestamp <= stopped.stat().st_mtime + 1)
+def foreign_daemon(home: Path) -> int | None:
+    """The pid of another daemon on this machine serving this DAGSTER_HOME (`make dev`'s), if any."""
+    mine = _our_supervisor(home)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = proc.joinpath("cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [Path(a.decode(errors="replace")).name for a in argv[:4]]
+        daemon = ("dagster-daemon" in words or "dagster._daemon" in words) and "run" in words
+        if not daemon and not ("dagster" in words and "dev" in words):
+            continue
+        pid = int(proc.name)
+        try:
+            parent = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            parent = 0
+        if mine and parent == mine:
+            continue  # the daemon our supervisor runs
+        if _environ_home(pid) == str(home.resolve()):
+            return pid
+    return None
 
 
 @contextmanager
@@ -84,16 +115,16 @@ def running_daemon(study: Study, instance, home: Path, log=print):
         with open(home / "qup-daemon.start", "a") as start:
             fcntl.flock(start, fcntl.LOCK_EX)
             ws = _register(study, home)
-            pid = _pid_alive(home / "qup-daemon.pid")
+            pid, ui = _our_supervisor(home), foreign_daemon(home)
             if pid:
                 log(f"== using the shared Dagster daemon (pid {pid}, log {home / 'qup-daemon.log'})")
-            elif foreign_daemon_live(instance, home):
-                log("== using the running Dagster daemon (make dev)")
+            elif ui:
+                log(f"== using the running Dagster daemon (pid {ui}, make dev)")
             else:
                 with open(home / "qup-daemon.log", "ab") as logf:
                     proc = subprocess.Popen([sys.executable, "-m", "qup_assets.orchestration.daemon", str(home), str(ws)],
                                             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env=dict(os.environ, DAGSTER_HOME=str(home)))
+                                            env=dict(os.environ, DAGSTER_HOME=str(home.resolve())))
                 (home / "qup-daemon.pid").write_text(str(proc.pid))
                 log(f"== started the Dagster daemon (pid {proc.pid}, log {home / 'qup-daemon.log'}); it stops "
                     f"{IDLE_SECONDS} s after the last run")
@@ -116,6 +147,14 @@ def _idle(home: Path, instance) -> bool:
     return instance.get_runs_count(dg.RunsFilter(statuses=live)) == 0
 
 
+def _die_with_parent() -> None:
+    """In the daemon's process before exec: SIGTERM when the supervisor dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def supervise(home: Path, ws: Path) -> None:
     """Keep `dagster-daemon run -w ws` going; restart it when ws changes; stop when idle."""
     import dagster as dg
@@ -130,7 +169,9 @@ def supervise(home: Path, ws: Path) -> None:
                 if child is not None and child.poll() is None:
                     print(f"workspace changed: restarting the daemon ({ws})", flush=True)
                     _stop(child)
-                child, seen = subprocess.Popen([exe, "run", "-w", str(ws), "--log-level", "warning"]), mtime
+                child = subprocess.Popen([exe, "run", "-w", str(ws), "--log-level", "warning"],
+                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                seen = mtime
             if _idle(home, instance):
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since > IDLE_SECONDS:
@@ -141,7 +182,6 @@ def supervise(home: Path, ws: Path) -> None:
     finally:
         if child is not None:
             _stop(child)
-        (home / "qup-daemon.stopped").touch()
         (home / "qup-daemon.pid").unlink(missing_ok=True)
 
 
