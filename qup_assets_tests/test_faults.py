@@ -24,32 +24,31 @@ def _run(ms, *args) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_concurrent_runs_multiprocess_executor_and_sql_while_writing(micro_study, monkeypatch):
+def test_concurrent_runs_and_sql_while_writing(micro_study, monkeypatch):
     ms = micro_study.copy(micro_study.root.parent / "concurrency").env(monkeypatch)
     monkeypatch.setenv("QUP_STUDY", str(ms.study))
     common = len(pd.read_parquet(ms.store / "tables" / "common_problems" / "micro-qwen.parquet").query("common"))
     sql = [sys.executable, "-m", "qup_assets.cli", "sql",
            "select (select count(*) from native_samples) s, (select count(*) from native_rewards) r"]
-    for _ in range(2):
-        # the multiprocess executor (the implicit job's default), two runs of the same asset, and readers
-        multi = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
-             "--select", "micro/native_rewards,micro/oracle_synthesized_rewards", "--partition", "micro-qwen"],
-            env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        runs = [_run(ms, "--select", "key:native_samples") for _ in range(2)]
-        while True:  # qup sql works while runs write (at least one read per round, however fast the runs)
-            out = subprocess.run(sql, capture_output=True, text=True, env=os.environ.copy())
-            assert out.returncode == 0, out.stderr
-            if all(p.poll() is not None for p in [multi, *runs]):
-                break
-        outputs = [p.communicate()[0] for p in [multi, *runs]]
-        for p, out in zip([multi, *runs], outputs):
-            assert p.returncode == 0, out[-3000:]
-            assert "database is locked" not in out.lower()
-        samples = pd.read_parquet(ms.store / "tables" / "native_samples" / "micro-qwen.parquet")
-        assert len(samples) == 240 and not samples.duplicated(["problem_id", "sample_idx"]).any()
-        rewards = pd.read_parquet(ms.store / "tables" / "native_rewards" / "micro-qwen.parquet")
-        assert len(rewards) == common and rewards["problem_id"].is_unique
+    # a run outside qup (dagster asset materialize), two qup runs of the same asset, and readers
+    multi = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
+         "--select", "micro/native_rewards,micro/oracle_synthesized_rewards", "--partition", "micro-qwen"],
+        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = [_run(ms, "--select", "key:native_samples") for _ in range(2)]
+    while True:  # qup sql works while runs write (at least one read per round, however fast the runs)
+        out = subprocess.run(sql, capture_output=True, text=True, env=os.environ.copy())
+        assert out.returncode == 0, out.stderr
+        if all(p.poll() is not None for p in [multi, *runs]):
+            break
+    outputs = [p.communicate()[0] for p in [multi, *runs]]
+    for p, out in zip([multi, *runs], outputs):
+        assert p.returncode == 0, out[-3000:]
+        assert "database is locked" not in out.lower()
+    samples = pd.read_parquet(ms.store / "tables" / "native_samples" / "micro-qwen.parquet")
+    assert len(samples) == 240 and not samples.duplicated(["problem_id", "sample_idx"]).any()
+    rewards = pd.read_parquet(ms.store / "tables" / "native_rewards" / "micro-qwen.parquet")
+    assert len(rewards) == common and rewards["problem_id"].is_unique
     runs = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     assert not runs
 
