@@ -59,18 +59,19 @@ def ui_path(root: Path, study: Path) -> float:
     dev = subprocess.Popen([str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", ws], env=e,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        import urllib.request
+
         deadline = time.monotonic() + 300
-        while True:  # the UI is up and has loaded the study's code location
+        while True:  # the UI is up (the client fetches the schema when it is made)
             try:
-                client.get_run_status("00000000-0000-0000-0000-000000000000")
-            except Exception as exc:  # noqa: BLE001 - connection refused until the server is up
-                if "not found" in str(exc).lower() or "RunNotFound" in str(exc):
-                    break
-                if time.monotonic() > deadline:
-                    raise
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or dev.poll() is not None:
+                    raise RuntimeError("dagster dev did not come up") from None
                 time.sleep(1)
-        time.sleep(5)  # the daemon's first heartbeat
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        time.sleep(10)  # the code location loaded, the daemon's first heartbeat
         t = time.monotonic()
         run_id = client.submit_job_execution("family_assets", repository_location_name="micro",
                                              repository_name="__repository__", tags={"dagster/partition": NEW})
@@ -95,6 +96,7 @@ def main():
         study.write_text(resolve_study_path("micro").read_text())
         cold = qup(base, "run", "--study", str(study))
         warm = qup(base, "run", "--study", str(study))
+        print(f"cold {cold:.1f} s, warm {warm:.1f} s", flush=True)
         study.write_text(study.read_text().replace("families:\n", "families:\n" + FAMILY))
         qup(base, "families", "sync", "--study", str(study))
         time.sleep(25)  # the shared daemon of the cold run has stopped
@@ -106,8 +108,10 @@ def main():
         subprocess.run([sys.executable, "-c", IN_PROCESS, str(study), NEW], env=env(copies["inproc"]), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         inproc = time.monotonic() - t
+        print(f"in-process {inproc:.1f} s", flush=True)
         family_only = " and ".join(f"not key:{k}" for k in ("problem_pool", "benchmarks", "reward_model", "paradox_report"))
         via_qup = qup(copies["qup"], "run", "--study", str(study), "--family", NEW, "--select", family_only)
+        print(f"qup run {via_qup:.1f} s", flush=True)
         via_ui = ui_path(copies["ui"], study)
     print(f"micro study through the run launcher ({os.cpu_count()} cores):")
     print(f"  cold (qup run, one family):                 {cold:7.1f} s")
