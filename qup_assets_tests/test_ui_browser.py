@@ -90,6 +90,84 @@ def test_ui_shows_lineage_and_the_report_in_a_browser(micro_study, tmp_path):
            log=tmp_path / "webserver.log")
 
 
+NEW_FAMILY = ("  micro-mini:\n    student: {kind: synthetic, architecture: llama, style: llama, hidden_size: 64, "
+              "num_layers: 2, pretrain_problems: 1000, pretrain_steps: 120}\n")
+
+
+@pytest.mark.slow
+def test_a_new_family_launched_from_the_ui_lands_and_refreshes_the_report(micro_study, tmp_path, monkeypatch):
+    """What a researcher does in the UI: a family added to the study file, then Jobs, family_assets,
+    Materialize all, the Missing partitions, Launch 1 run; the run lands, the report refreshes itself."""
+    import re
+    import time
+
+    import dagster as dg
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from qup_assets.cli import main
+
+    chromium = _chromium()
+    ms = micro_study.copy(tmp_path / "ui-backfill").env(monkeypatch)
+    ms.study.write_text(ms.study.read_text().replace("families:\n", "families:\n" + NEW_FAMILY))
+    assert main(["families", "sync", "--study", str(ms.study)]) == 0
+    instance = dg.DagsterInstance.get()
+    report_before = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["micro", "paradox_report"])), limit=1).records[0]
+    env = dict(os.environ, QUP_STUDY=str(ms.study))
+    ws = subprocess.run([sys.executable, "-m", "qup_assets.cli", "workspace", "--study", str(ms.study)], env=env,
+                        check=True, capture_output=True, text=True).stdout.strip()
+    port, log = free_port(), tmp_path / "dev.log"
+    url = f"http://127.0.0.1:{port}"
+    dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", ws],
+                           env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_serving(url + "/server_info", dev, log, 180, "dagster dev")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{url}/locations/micro/jobs/family_assets")
+            page.get_by_role("button", name="Materialize all").click(timeout=90_000)
+            page.get_by_role("button", name="Missing", exact=True).click()
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(tmp_path / "dialog.png"))
+            dialog = page.get_by_role("dialog").inner_text()
+            assert re.search(r"\b1 partitions?\b", dialog), dialog  # only the new family is missing
+            page.get_by_role("button", name="Launch 1 run").click()  # one partition: a run ("Launch backfill" for more)
+            deadline = time.monotonic() + 1200
+            mine = dg.RunsFilter(tags={"dagster/partition": "micro-mini"})
+            while time.monotonic() < deadline:
+                runs = instance.get_runs(filters=mine)
+                if runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+                    break
+                time.sleep(5)
+            (run,) = instance.get_runs(filters=mine)
+            assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "family_assets"
+            page.goto(f"{url}/runs/{run.run_id}")
+            page.get_by_text("Success").first.wait_for(timeout=60_000)
+            browser.close()
+        rows = pd.read_parquet(ms.store / "tables" / "native_eval" / "micro-mini.parquet")
+        assert len(rows) and (rows["model_family"] == "micro-mini").all()
+        while time.monotonic() < deadline:  # the report's automation condition refreshes it
+            latest = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["micro", "paradox_report"])), limit=1).records[0]
+            if latest.storage_id != report_before.storage_id:
+                break
+            time.sleep(5)
+        assert latest.storage_id != report_before.storage_id, "the report was not refreshed"
+        t1 = pd.read_csv(ms.store / "report" / "table1.csv")
+        assert set(t1["model_family"]) == {"micro-qwen", "micro-mini"}
+        runs = len(instance.get_runs())
+        assert main(["run", "--study", str(ms.study)]) == 0
+        assert len(instance.get_runs()) == runs  # and qup run agrees: nothing is left to do
+    finally:
+        os.killpg(dev.pid, 15)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, 9)
+
+
 if __name__ == "__main__":
     # The README's screenshots, from the default study after `make study`:
     #   .venv/bin/python -m qup_assets_tests.test_ui_browser
