@@ -13,7 +13,7 @@ from dagster._core.events import EngineEventData
 
 from qup_assets.assets.metadata import versioned
 from qup_assets.cli import main
-from qup_assets.orchestration.launcher import LocalRunLauncher
+from qup_assets.orchestration.launcher import LocalRunLauncher, proc_stat
 from qup_assets.orchestration.staleness import outdated, report_outdated
 
 FAMILIES = dg.StaticPartitionsDefinition(["fam-a", "fam-b"])
@@ -176,7 +176,7 @@ def test_run_monitoring_health_check_sees_a_dead_or_zombie_run_worker():
             if reap:
                 worker.wait()
             else:
-                while open(f"/proc/{worker.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+                while (proc_stat(worker.pid) or ["?"])[0] != "Z":
                     pass
             health = instance.run_launcher.check_run_worker_health(run)
             assert health.status.value == "FAILED" and str(worker.pid) in health.msg

@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from qup_assets.orchestration.launcher import proc_stat, process_alive
 from qup_assets.study import REPO_ROOT, STUDIES_DIR, Study
 
 IDLE_SECONDS = 20  # the shared daemon stops this long after its last client and run
@@ -70,7 +71,6 @@ def _environ_home(pid: int) -> str | None:
 def _our_supervisor(home: Path) -> int | None:
     """The pid of the shared daemon's supervisor for this home, if it runs (a copied home's pid file
     names a process that serves the original home, not this one)."""
-    from qup_assets.orchestration.launcher import process_alive
 
     try:
         pid = int((home / "qup-daemon.pid").read_text())
@@ -94,11 +94,8 @@ def foreign_daemon(home: Path) -> int | None:
         if not daemon and not ("dagster" in words and "dev" in words):
             continue
         pid = int(proc.name)
-        try:
-            parent = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            parent = 0
-        if mine and parent == mine:
+        fields = proc_stat(pid)
+        if mine and fields and fields[1] == str(mine):
             continue  # the daemon our supervisor runs
         if _environ_home(pid) == str(home.resolve()):
             return pid

@@ -23,15 +23,21 @@ def worker_pid(instance, run_id: str) -> int | None:
     return None
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, parent pid, ...); None when unreadable.
+    The name is cut at the last ')' because it may itself hold spaces and parentheses."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields if len(fields) >= 2 else None
+
+
 def process_alive(pid: int) -> bool:
     """A process that exists and is not a zombie (a dead child not yet reaped still answers kill -0)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state not in ("Z", "X")
+    if Path(f"/proc/{pid}").exists():
+        fields = proc_stat(pid)
+        return fields is not None and fields[0] not in ("Z", "X")
     import os
 
     try:
