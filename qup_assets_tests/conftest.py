@@ -1,10 +1,42 @@
-"""Shared fixtures: an isolated store and Dagster home per test, and one verifier pool per session."""
+"""Shared fixtures: an isolated store and Dagster home per test, one verifier pool per session, and the
+micro study materialized once per test run (shared by the `pytest -n 2` workers; `make test`)."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from qup_assets.mathcore.verify import VerifierPool
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker runs on one core, or its share of them (and so does every process it
+    starts: run workers, daemons, servers), so torch in several workers never oversubscribes the machine."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker and count and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        n, count = int(worker.removeprefix("gw")), int(count)
+        os.sched_setaffinity(0, cores[n::count] if count <= len(cores) else [cores[n % len(cores)]])
+
+
+# The order that keeps two xdist workers busy (`make test`: -n <cores> --dist loadgroup --no-loadscope-reorder): one test
+# that builds the shared micro study first, the tests that do not need it while it builds, then the tests
+# that do, the longest modules first.
+BUILDS_MICRO = "test_students_e2e.py::test_micro_study_end_to_end_and_cached_rerun"
+LONGEST_FIRST = ["test_ui_browser.py", "test_namespaces.py", "test_faults.py", "test_distributed.py",
+                 "test_students_e2e.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        if item.nodeid.endswith(BUILDS_MICRO):
+            return (0, 0)
+        if "micro_study" not in item.fixturenames:
+            return (1, 0)
+        module = Path(str(item.fspath)).name
+        return (2, LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: within a rank, the collection's own order
 
 
 @pytest.fixture(scope="session")
@@ -65,28 +97,63 @@ class MicroStudy:
         return other
 
 
+def shared_build(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` once per test run, in a folder every xdist worker sees: the first worker that needs it
+    builds it under a file lock, the others wait and reuse it (a build that failed is tried again)."""
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root, done = shared / name, shared / f"{name}.built"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            build(root)
+            done.touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def micro_study(tmp_path_factory):
-    import os
+    """micro.yaml run cold once per test run. Every test that changes it (or runs anything on it) works on
+    `copy()`: the original is read-only, which is what lets the xdist workers share it."""
+    import json
     import time
 
     from qup_assets.cli import main
     from qup_assets.study import resolve_study_path
 
-    ms = MicroStudy(tmp_path_factory.mktemp("micro"))
-    ms.home.mkdir()
-    (ms.home / "dagster.yaml").write_text((Path(__file__).parent.parent / "dagster.yaml").read_text())
-    ms.study.write_text(resolve_study_path("micro").read_text())
-    saved = {k: os.environ.get(k) for k in ("QUP_STORE", "DAGSTER_HOME")}
-    os.environ.update(QUP_STORE=str(ms.store_root), DAGSTER_HOME=str(ms.home))
-    try:
-        t = time.monotonic()
-        assert main(["run", "--study", str(ms.study)]) == 0
-        ms.cold_seconds = time.monotonic() - t
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    def build(root: Path):
+        ms = MicroStudy(root)
+        ms.home.mkdir()
+        (ms.home / "dagster.yaml").write_text((Path(__file__).parent.parent / "dagster.yaml").read_text())
+        ms.study.write_text(resolve_study_path("micro").read_text())
+        saved = {k: os.environ.get(k) for k in ("QUP_STORE", "DAGSTER_HOME")}
+        os.environ.update(QUP_STORE=str(ms.store_root), DAGSTER_HOME=str(ms.home))
+        try:
+            t = time.monotonic()
+            assert main(["run", "--study", str(ms.study)]) == 0
+            (root / "built.json").write_text(json.dumps({"cold_seconds": time.monotonic() - t}))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    ms = MicroStudy(shared_build(tmp_path_factory, "micro-study", build))
+    ms.cold_seconds = json.loads((ms.root / "built.json").read_text())["cold_seconds"]
     return ms
+
+
+@pytest.fixture(scope="session")
+def small_alone(tmp_path_factory):
+    """The smaller study (micro_small) run alone in its own store and instance: the reference for every run
+    that mixes it with another study or runs it elsewhere. Read-only, like micro_study."""
+    from qup_assets_tests.helpers import Place, run_small_alone
+
+    root = shared_build(tmp_path_factory, "small-alone", run_small_alone)
+    return root / "micro_small.yaml", Place(root / "place")

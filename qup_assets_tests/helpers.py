@@ -1,5 +1,10 @@
 """Helpers shared by several test files (fixtures live in conftest.py)."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -93,3 +98,127 @@ def wait_until_serving(url: str, proc, log: Path, seconds: float, what: str) -> 
         except (OSError, http.client.HTTPException):  # not listening yet, or closing on us while starting
             time.sleep(1)
     pytest.fail(f"{what} did not answer within {seconds:g} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+# ---- comparing studies: what a researcher reads of a study, and a store + Dagster home to run one in
+
+# Columns that differ between two identical runs by nature: absolute paths and timings.
+VOLATILE = {"path", "wall_time_s"}
+
+
+def small_study_text() -> str:
+    """micro, smaller and renamed micro_small (its family keeps micro's name): a second study that runs quickly."""
+    from qup_assets.study import resolve_study_path
+
+    text = resolve_study_path("micro").read_text()
+    for old, new in [("name: micro", "name: micro_small"), ("size: 60, seed: 7", "size: 30, seed: 8"),
+                     ("size: 20, seed: 70", "size: 10, seed: 80"),
+                     ("hidden_size: 128, num_layers: 2, pretrain_problems: 1500, pretrain_steps: 300",
+                      "hidden_size: 96, num_layers: 2, pretrain_problems: 1000, pretrain_steps: 160"),
+                     ("train_problems: 400, train_steps: 80", "train_problems: 150, train_steps: 20"),
+                     ("objectives: [sft, dft]", "objectives: [sft]")]:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def _stable(value):
+    """A JSON value without its absolute paths and timings (at any depth)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE | {"files", "store_path"}}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def results_of(store_root: Path, study: str) -> dict:
+    """The tables of a study that has not run to its report yet."""
+    import pandas as pd
+
+    base = store_root / "studies" / study
+    out = {}
+    for f in sorted((base / "tables").rglob("*.parquet")):
+        df = pd.read_parquet(f)
+        out[str(f.relative_to(base))] = df.drop(columns=[c for c in df.columns if c in VOLATILE])
+    for f in sorted((base / "tables").rglob("*.json")):
+        out[str(f.relative_to(base))] = _stable(json.loads(f.read_text()))
+    return out
+
+
+def results(store_root: Path, study: str) -> dict:
+    """What a researcher reads of one study: every table (volatile columns aside), the report's CSVs and verdict."""
+    base = store_root / "studies" / study
+    out = results_of(store_root, study)
+    for name in ("table1.csv", "table2.csv", "correlations.csv", "differences.csv", "verdict.json", "headline.txt"):
+        out[f"report/{name}"] = (base / "report" / name).read_text()
+    return out
+
+
+def assert_same(a: dict, b: dict):
+    import pandas as pd
+
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if isinstance(a[k], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[k], b[k], obj=k)
+        else:
+            assert a[k] == b[k], k
+
+
+def files(store_root: Path, study: str) -> dict:
+    """Every byte of a study's folder."""
+    base = store_root / "studies" / study
+    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+
+
+def history(home: Path, study: str) -> dict:
+    """(asset, partition) -> materialization count of one study's assets in the instance."""
+    import dagster as dg
+
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            counts = {}
+            for key in instance.get_asset_keys(prefix=[study]):
+                for rec in instance.fetch_materializations(key, limit=10_000).records:
+                    counts[(key.to_user_string(), rec.partition_key)] = counts.get((key.to_user_string(), rec.partition_key), 0) + 1
+            return counts
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+
+
+class Place:
+    """A store and a Dagster home, empty or copied from another."""
+
+    def __init__(self, root: Path, like: Path | None = None):
+        if like is not None:
+            shutil.copytree(like, root)
+        self.root, self.store, self.home = root, root / "store", root / "dagster_home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        cfg = Path(__file__).resolve().parent.parent / "dagster.yaml"
+        (self.home / "dagster.yaml").write_text(cfg.read_text())
+
+    def env(self) -> dict:
+        return dict(os.environ, QUP_STORE=str(self.store), DAGSTER_HOME=str(self.home))
+
+    def run(self, study: Path, monkeypatch) -> None:
+        monkeypatch.setenv("QUP_STORE", str(self.store))
+        monkeypatch.setenv("DAGSTER_HOME", str(self.home))
+        from qup_assets.cli import main
+
+        assert main(["run", "--study", str(study)]) == 0
+
+
+def run_small_alone(root: Path) -> tuple[Path, Place]:
+    """The smaller study run alone in its own store and instance under `root`: (study file, its place)."""
+    study = root / "micro_small.yaml"
+    study.write_text(small_study_text())
+    place = Place(root / "place")
+    out = subprocess.run([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study)], env=place.env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return study, place

@@ -100,14 +100,11 @@ def test_missing_pieces_fail_clearly_and_recover_once_fixed(micro_study, monkeyp
 @pytest.mark.slow
 def test_a_copied_store_uses_its_own_models(micro_study, monkeypatch):
     """Results move between machines: a copy of the store must not reach back into the original."""
-    ms = micro_study.copy(micro_study.root.parent / "moved").env(monkeypatch)
-    original = micro_study.store / "artifacts" / "base_model" / "micro-qwen" / "model"
-    away = original.with_name("model.away")
-    original.rename(away)
-    try:
-        assert main(["run", "--study", str(ms.study), "--select", "key:native_samples or key:base_eval"]) == 0
-    finally:
-        away.rename(original)
+    source = micro_study.copy(micro_study.root.parent / "moved-from")  # the session's study stays read-only
+    ms = source.copy(micro_study.root.parent / "moved").env(monkeypatch)
+    original = source.store / "artifacts" / "base_model" / "micro-qwen" / "model"
+    original.rename(original.with_name("model.away"))  # gone from where the copy came from
+    assert main(["run", "--study", str(ms.study), "--select", "key:native_samples or key:base_eval"]) == 0
     meta = dg.DagsterInstance.get().get_latest_materialization_event(
         key("native_samples")).asset_materialization.metadata
     assert meta["cache_hits"].value == 240  # same model content: the copied cache still serves every sample

@@ -8,131 +8,17 @@ must not change a byte of the other's folder or a record of its asset history. T
 reuses micro's family name (micro-qwen), which only its namespace keeps apart.
 """
 
-import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
 from qup_assets.cli import main
-from qup_assets.study import resolve_study_path
 
-# Columns that differ between two identical runs by nature: absolute paths and timings.
-VOLATILE = {"path", "wall_time_s"}
-
-
-def small_study_text() -> str:
-    text = resolve_study_path("micro").read_text()
-    for old, new in [("name: micro", "name: micro_small"), ("size: 60, seed: 7", "size: 30, seed: 8"),
-                     ("size: 20, seed: 70", "size: 10, seed: 80"),
-                     ("hidden_size: 128, num_layers: 2, pretrain_problems: 1500, pretrain_steps: 300",
-                      "hidden_size: 96, num_layers: 2, pretrain_problems: 1000, pretrain_steps: 160"),
-                     ("train_problems: 400, train_steps: 80", "train_problems: 150, train_steps: 20"),
-                     ("objectives: [sft, dft]", "objectives: [sft]")]:
-        assert old in text, old
-        text = text.replace(old, new)
-    return text
-
-
-def _stable(value):
-    """A JSON value without its absolute paths and timings (at any depth)."""
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE | {"files", "store_path"}}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
-
-
-def results_of(store_root: Path, study: str) -> dict:
-    """The tables of a study that has not run to its report yet."""
-    base = store_root / "studies" / study
-    out = {}
-    for f in sorted((base / "tables").rglob("*.parquet")):
-        df = pd.read_parquet(f)
-        out[str(f.relative_to(base))] = df.drop(columns=[c for c in df.columns if c in VOLATILE])
-    for f in sorted((base / "tables").rglob("*.json")):
-        out[str(f.relative_to(base))] = _stable(json.loads(f.read_text()))
-    return out
-
-
-def results(store_root: Path, study: str) -> dict:
-    """What a researcher reads of one study: every table (volatile columns aside), the report's CSVs and verdict."""
-    base = store_root / "studies" / study
-    out = results_of(store_root, study)
-    for name in ("table1.csv", "table2.csv", "correlations.csv", "differences.csv", "verdict.json", "headline.txt"):
-        out[f"report/{name}"] = (base / "report" / name).read_text()
-    return out
-
-
-def assert_same(a: dict, b: dict):
-    assert sorted(a) == sorted(b)
-    for k in a:
-        if isinstance(a[k], pd.DataFrame):
-            pd.testing.assert_frame_equal(a[k], b[k], obj=k)
-        else:
-            assert a[k] == b[k], k
-
-
-def files(store_root: Path, study: str) -> dict:
-    """Every byte of a study's folder."""
-    base = store_root / "studies" / study
-    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()}
-
-
-def history(home: Path, study: str) -> dict:
-    """(asset, partition) -> materialization count of one study's assets in the instance."""
-    saved = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            counts = {}
-            for key in instance.get_asset_keys(prefix=[study]):
-                for rec in instance.fetch_materializations(key, limit=10_000).records:
-                    counts[(key.to_user_string(), rec.partition_key)] = counts.get((key.to_user_string(), rec.partition_key), 0) + 1
-            return counts
-    finally:
-        if saved is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = saved
-
-
-class Place:
-    """A store and a Dagster home, empty or copied from another."""
-
-    def __init__(self, root: Path, like: Path | None = None):
-        if like is not None:
-            shutil.copytree(like, root)
-        self.root, self.store, self.home = root, root / "store", root / "dagster_home"
-        self.home.mkdir(parents=True, exist_ok=True)
-        cfg = Path(__file__).resolve().parent.parent / "dagster.yaml"
-        (self.home / "dagster.yaml").write_text(cfg.read_text())
-
-    def env(self) -> dict:
-        return dict(os.environ, QUP_STORE=str(self.store), DAGSTER_HOME=str(self.home))
-
-    def run(self, study: Path, monkeypatch) -> None:
-        monkeypatch.setenv("QUP_STORE", str(self.store))
-        monkeypatch.setenv("DAGSTER_HOME", str(self.home))
-        assert main(["run", "--study", str(study)]) == 0
-
-
-@pytest.fixture(scope="module")
-def small_alone(tmp_path_factory):
-    """The smaller study run alone in its own store and instance: the reference for every mixed run."""
-    root = tmp_path_factory.mktemp("small-alone")
-    study = root / "micro_small.yaml"
-    study.write_text(small_study_text())
-    place = Place(root / "place")
-    out = subprocess.run([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study)], env=place.env(),
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return study, place
+from .helpers import Place, assert_same, files, history, results, results_of
 
 
 @pytest.mark.slow

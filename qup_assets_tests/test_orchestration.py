@@ -199,9 +199,10 @@ def test_a_launcher_whose_package_is_missing_is_one_line_before_any_run(isolated
 
 @pytest.mark.parametrize("running, expected", [(0, 2), (1, 2), (2, 1), (5, 1)])
 def test_torch_threads_share_the_cores_among_the_runs_the_queue_lets_go(tmp_path, running, expected, monkeypatch):
+    from qup_assets.assets import resources
     from qup_assets.assets.resources import StudyResource
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(resources, "usable_cores", lambda: 2)
     with dg.instance_for_test(overrides={"concurrency": {"runs": {"max_concurrent_runs": 2}}}) as instance:
         for _ in range(running):
             instance.add_run(dg.DagsterRun(job_name="g", status=dg.DagsterRunStatus.STARTED))

@@ -9,7 +9,7 @@ import pytest
 from qup_assets.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-WRITES = {("run",), ("families", "sync"), ("store", "migrate")}
+WRITES = {("run",), ("families", "sync"), ("store", "migrate"), ("worker",)}  # worker: runs until stopped
 
 
 def readme_commands() -> list[str]:
@@ -39,8 +39,8 @@ def test_the_readme_has_read_only_commands_to_check():
 
 
 @pytest.mark.slow
-def test_every_read_only_readme_command_runs_as_printed(micro_study, monkeypatch, capsys):
-    micro_study.env(monkeypatch)  # QUP_STUDY, QUP_STORE, DAGSTER_HOME: the README's defaults, on micro
+def test_every_read_only_readme_command_runs_as_printed(micro_study, tmp_path, monkeypatch, capsys):
+    micro_study.copy(tmp_path / "micro").env(monkeypatch)  # QUP_STUDY, QUP_STORE, DAGSTER_HOME, on micro
     for words in [c for c in readme_commands() if read_only(c)]:
         try:
             code = main(words[1:])

@@ -18,7 +18,8 @@ from qup_assets.study import Prompt
 
 from .helpers import free_port, key, wait_until_serving
 
-pytestmark = pytest.mark.vllm
+# One worker runs the whole module under `pytest -n 2`: its engine and server are module fixtures.
+pytestmark = [pytest.mark.vllm, pytest.mark.xdist_group("vllm")]
 
 
 def _require_vllm():

@@ -11,6 +11,15 @@ from qup_assets.storage.namespace import NamespaceError, claim
 from qup_assets.study import Family, Study, load_study
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's or a scheduler's cpuset),
+    not the machine's count, which would oversubscribe a process confined to fewer."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
 class StudyResource(dg.ConfigurableResource):
     """`study` is a name under data/studies or a path; `store_dir` is the study's own folder in the store
     (QUP_STORE/studies/<name>), `store_root` is QUP_STORE."""
@@ -18,7 +27,7 @@ class StudyResource(dg.ConfigurableResource):
     study: str
     store_dir: str
     store_root: str
-    # Torch threads per run worker. 0: the machine's cores / the runs that share them (queued or running
+    # Torch threads per run worker. 0: the usable cores / the runs that share them (queued or running
     # when this one starts, at most the instance's max_concurrent_runs), so runs never oversubscribe.
     torch_threads: int = 0
 
@@ -27,20 +36,20 @@ class StudyResource(dg.ConfigurableResource):
 
         n = self.threads_for(context.instance)
         torch.set_num_threads(n)
-        context.log.info(f"torch threads: {n} (of {os.cpu_count()} cores)")
+        context.log.info(f"torch threads: {n} (of {usable_cores()} cores)")
 
     def threads_for(self, instance) -> int:
         if self.torch_threads > 0:
             return self.torch_threads
         if instance is None:
-            return os.cpu_count() or 1
+            return usable_cores()
         queue = getattr(instance.run_coordinator, "get_run_queue_config", None)
         limit = queue().max_concurrent_runs if queue else 1
         # The runs that will share the cores: those queued or running now (this one included), at most the limit.
         live = instance.get_runs_count(dg.RunsFilter(statuses=[
             dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
         share = max(1, min(limit if limit > 0 else live, live))
-        return max(1, (os.cpu_count() or 1) // share)
+        return max(1, usable_cores() // share)
 
     def load(self) -> Study:
         """The study file, claiming its name in the store: a second file with the same name fails here."""
