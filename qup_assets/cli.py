@@ -165,6 +165,31 @@ def cmd_workspace(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    """A Celery worker for an instance with the distributed profile (deploy/distributed/dagster.yaml): it takes
+    runs from the instance's queue, one at a time, and executes each whole run here. The `threads` pool:
+    a prefork child is a daemonic process, which may not start the verifier's worker processes, and a
+    `solo` worker cannot answer the health check's ping while it runs."""
+    import dagster as dg
+
+    from qup_assets.orchestration.instance import InstanceError, check_instance
+
+    home = ensure_dagster_home()
+    try:
+        check_instance(home)
+        from qup_assets.orchestration.celery_launcher import worker_app
+
+        instance = dg.DagsterInstance.get()
+        app = worker_app(instance)
+    except (InstanceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    app.worker_main(["worker", "--loglevel", "INFO", "-Q", instance.run_launcher.default_queue,
+                     "--concurrency", str(args.concurrency), "--pool", "threads", "-n", f"{args.name}@%h",
+                     "--without-gossip", "--without-mingle"])
+    return 0
+
+
 # ---------------------------------------------------------------- plan
 
 
@@ -375,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("workspace", help="write a one-code-location workspace file for the study; prints its path")
     study_arg(w)
     w.set_defaults(fn=cmd_workspace)
+
+    wk = sub.add_parser("worker", help="a Celery worker for the distributed instance profile (runs whole runs)")
+    wk.add_argument("--name", default="qup", help="worker name (the node is NAME@host; recorded on each run)")
+    wk.add_argument("--concurrency", type=int, default=1, help="runs at once on this worker (one per GPU box)")
+    wk.set_defaults(fn=cmd_worker)
 
     q = sub.add_parser("sql", help="DuckDB SQL over a study's stored tables (one view per asset)")
     q.add_argument("query")
