@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -16,6 +17,7 @@ from qup_assets.cli import main
 from qup_assets.orchestration.launcher import LocalRunLauncher, proc_stat
 from qup_assets.orchestration.staleness import outdated, report_outdated
 
+REPO = Path(__file__).resolve().parent.parent
 FAMILIES = dg.StaticPartitionsDefinition(["fam-a", "fam-b"])
 
 
@@ -195,6 +197,39 @@ def test_a_launcher_whose_package_is_missing_is_one_line_before_any_run(isolated
     assert len(err.splitlines()) == 1 and "pip install dagster-k8s==0.29." in err and "run_launcher" in err
     assert sorted(p.name for p in home.iterdir()) == ["dagster.yaml"]  # no instance storage, no run
     assert not (isolated / "store" / "studies").exists()
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgresql+psycopg2://postgres@127.0.0.1:1/dagster", "Postgres at postgresql+psycopg2://127.0.0.1:1"),
+    ("postgresql://postgres@127.0.0.1:1/dagster", "must start with postgresql+psycopg2://"),
+])
+def test_the_distributed_profile_with_postgres_down_is_one_line_before_any_run(isolated, capsys, monkeypatch, url,
+                                                                              says):
+    pytest.importorskip("dagster_celery")
+    home = isolated / "dagster_home"
+    (home / "dagster.yaml").write_text((REPO / "deploy" / "distributed" / "dagster.yaml").read_text())
+    monkeypatch.setenv("QUP_POSTGRES_URL", url)
+    monkeypatch.setenv("QUP_CELERY_BROKER", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("QUP_CELERY_BACKEND", "redis://127.0.0.1:1/1")
+    assert main(["run", "--study", "micro"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert "postgres@" not in err  # the URL's user (and a password) stay out of the message
+    assert not (isolated / "store" / "studies").exists()
+
+
+def test_a_celery_broker_that_is_down_is_one_line_that_says_what_to_start(tmp_path, monkeypatch):
+    pytest.importorskip("dagster_celery")
+    from qup_assets.orchestration.instance import InstanceError, check_services
+
+    monkeypatch.setenv("QUP_CELERY_BROKER", "redis://127.0.0.1:1/0")
+    data = {"run_launcher": {"module": "qup_assets.orchestration.celery_launcher", "class": "QupCeleryRunLauncher",
+                             "config": {"broker": {"env": "QUP_CELERY_BROKER"}}}}
+    with pytest.raises(InstanceError, match=r"Celery broker at redis://127.0.0.1:1 .* is down .*start it \(redis-server\)"):
+        check_services(data, tmp_path / "dagster.yaml")
+    monkeypatch.delenv("QUP_CELERY_BROKER")
+    with pytest.raises(InstanceError, match=r"\$QUP_CELERY_BROKER, which is not set"):
+        check_services(data, tmp_path / "dagster.yaml")
 
 
 @pytest.mark.parametrize("running, expected", [(0, 2), (1, 2), (2, 1), (5, 1)])
