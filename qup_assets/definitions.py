@@ -13,7 +13,7 @@ import dagster as dg
 
 from qup_assets.assets import problems, quality, report, students, training, variants
 from qup_assets.assets.partitions import family_partitions
-from qup_assets.assets.resources import StudyResource
+from qup_assets.assets.resources import ACCELERATOR_TAG, GPU_STEPS_PER_RUN, StudyResource
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.backends.base import stable_hash
 from qup_assets.storage.io_manager import StoreIOManager
@@ -80,6 +80,16 @@ def study_jobs(study: Study, assets: list[dg.AssetsDefinition]) -> list:
     ]
 
 
+def study_executor(study: Study) -> dg.ExecutorDefinition:
+    """in_process: a run's steps share its run worker (cheap, right on CPU). multiprocess: a process per step
+    (its engine and GPU memory gone when it ends), at most GPU_STEPS_PER_RUN accelerator steps at once per
+    run, since they share the run's machine (on Kubernetes, its pod's GPUs)."""
+    if study.executor == "in_process":
+        return dg.in_process_executor
+    return dg.multiprocess_executor.configured({"tag_concurrency_limits": [
+        {"key": ACCELERATOR_TAG, "value": "gpu", "limit": GPU_STEPS_PER_RUN}]}, name="multiprocess")
+
+
 def build_definitions(study: str | None = None, store: str | None = None) -> dg.Definitions:
     study_path = str(resolve_study_path(study))
     s = load_study(study_path)
@@ -91,7 +101,7 @@ def build_definitions(study: str | None = None, store: str | None = None) -> dg.
         assets=assets,
         asset_checks=dg.load_asset_checks_from_modules([problems, students, variants], asset_key_prefix=s.name),
         jobs=study_jobs(s, assets),
-        executor=dg.multiprocess_executor if s.executor == "multiprocess" else dg.in_process_executor,
+        executor=study_executor(s),
         sensors=[build_family_sensor(study_path, s.name), dg.AutomationConditionSensorDefinition(
             f"{s.name}_report_refresh", target=dg.AssetSelection.assets(dg.AssetKey([s.name, "paradox_report"])),
             default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,

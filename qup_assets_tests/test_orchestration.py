@@ -189,12 +189,12 @@ def test_a_launcher_whose_package_is_missing_is_one_line_before_any_run(isolated
     home = isolated / "dagster_home"
     yaml_text = (home / "dagster.yaml").read_text().replace(
         "run_launcher:\n  module: qup_assets.orchestration.launcher\n  class: LocalRunLauncher",
-        "run_launcher:\n  module: dagster_k8s\n  class: K8sRunLauncher")
-    assert "dagster_k8s" in yaml_text
+        "run_launcher:\n  module: dagster_aws.ecs\n  class: EcsRunLauncher")  # dagster-aws: not installed
+    assert "dagster_aws" in yaml_text
     (home / "dagster.yaml").write_text(yaml_text)
     assert main(["run", "--study", "micro"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install dagster-k8s==0.29." in err and "run_launcher" in err
+    assert len(err.splitlines()) == 1 and "pip install dagster-aws==0.29." in err and "run_launcher" in err
     assert sorted(p.name for p in home.iterdir()) == ["dagster.yaml"]  # no instance storage, no run
     assert not (isolated / "store" / "studies").exists()
 

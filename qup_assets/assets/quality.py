@@ -15,7 +15,7 @@ from qup_assets.adaptation.perplexity import (
 )
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
-from qup_assets.assets.resources import StudyResource
+from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.cache import ResponseCache, cached_chunks
 
 ALL_VARIANTS = ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
@@ -64,7 +64,7 @@ def build_adaptation_asset(variant: str) -> dg.AssetsDefinition:
         group_name="students" if variant == "native" else variant,
         code_version="1",
         kinds={"parquet"},
-        pool="gpu",
+        **ACCELERATOR,
         ins=ins,
         description=f"Adaptation cost of {variant} traces under the family's base model, prompt built by the chat "
         "template exactly as in training: per trace total NLL, tokens, perplexity and perplexity per quartile "
@@ -123,7 +123,7 @@ adaptation_assets = [build_adaptation_asset(v) for v in ALL_VARIANTS]
     group_name="reward_models",
     code_version="1",
     kinds={"pytorch"},
-    pool="gpu",
+    **ACCELERATOR,
     description="The study's reward models, resolved. A `synthetic` RM is trained here: a small sequence classifier "
     "(Bradley-Terry) on preference pairs whose chosen side is Oracle-written and correct and whose rejected side is "
     "corrupted or wrong, as real RMs learn from strong-model preferences. Others are HF folders resolved offline.",
@@ -189,7 +189,7 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
         group_name="students" if variant == "native" else variant,
         code_version="1",
         kinds={"parquet"},
-        pool="gpu",
+        **ACCELERATOR,
         ins={"traces": dg.AssetIn(f"{variant}_traces")},
         description=f"Perceived quality of {variant} traces: every study reward model scores each (problem, trace) "
         "pair of the family's common problem set. Long format: model_family, problem_id, reward_model, score.",

@@ -11,6 +11,15 @@ from qup_assets.storage.namespace import NamespaceError, claim
 from qup_assets.study import Family, Study, load_study
 
 
+# Steps that compute on the accelerator (sampling, scoring, training, evaluation). The instance-wide `gpu`
+# pool caps them across runs (one slot per GPU or GPU machine: dagster.yaml); inside one run the
+# multiprocess executor runs at most GPU_STEPS_PER_RUN of them at once, because the steps of one run share
+# its machine's (its pod's) GPUs.
+ACCELERATOR_TAG = "qup/accelerator"
+ACCELERATOR = {"pool": "gpu", "op_tags": {ACCELERATOR_TAG: "gpu"}}
+GPU_STEPS_PER_RUN = 1
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity: taskset, a container's or a scheduler's cpuset),
     not the machine's count, which would oversubscribe a process confined to fewer."""

@@ -7,7 +7,7 @@ import pandas as pd
 
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
-from qup_assets.assets.resources import StudyResource
+from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError, SamplingParams
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.backends.factory import load_tokenizer, open_backend
@@ -33,7 +33,7 @@ def _loss_plot(curve: list) -> str:
     group_name="students",
     code_version="1",
     kinds={"pytorch"},
-    pool="gpu",
+    **ACCELERATOR,
     description=(
         "The family's student before any fine-tuning. An HF model (local folder or the local HF cache) is resolved "
         "and recorded (revision, content fingerprint, parameters, dtype, chat template); a synthetic family is "
@@ -107,7 +107,7 @@ def _prompts(study: StudyResource, family_name: str, base_model: dict, problems:
     group_name="students",
     code_version="1",
     kinds={"parquet"},
-    pool="gpu",
+    **ACCELERATOR,
     description=(
         "N samples per pool problem from the base model at the study's temperature (paper: N=8, T=1.0), each "
         "verified. Served through the response cache: a killed run resumes, an unchanged re-run costs ~nothing."

@@ -14,7 +14,7 @@ import pandas as pd
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.quality import ALL_VARIANTS, on_common_set
-from qup_assets.assets.resources import StudyResource
+from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError
 from qup_assets.backends.factory import load_tokenizer
 from qup_assets.backends.prompting import render_prompt
@@ -107,7 +107,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
         group_name=_group(variant),
         code_version="2",
         kinds={"pytorch"},
-        pool="gpu",
+        **ACCELERATOR,
         ins={"traces": dg.AssetIn(f"{variant}_traces")},
         description=f"The family's base model fine-tuned on {variant} traces of its common problem set with TRL's "
         "SFTTrainer: one HF model folder per objective (sft = NLL, dft = SFTConfig(loss_type='dft')) and grid point, "
@@ -238,7 +238,7 @@ def build_eval_asset(variant: str) -> dg.AssetsDefinition:
         group_name=_group(variant),
         code_version="1",
         kinds={"parquet"},
-        pool="gpu",
+        **ACCELERATOR,
         ins={"checkpoints": dg.AssetIn(f"{variant}_checkpoints")},
         description=f"Benchmark accuracy of every {variant} checkpoint: k samples per item at the study's temperature "
         "and max tokens, verified; Avg@k with a bootstrap 95% CI over problems, pass@k, answer-extraction failure "
@@ -275,7 +275,7 @@ eval_assets = [build_eval_asset(v) for v in ALL_VARIANTS]
     group_name="students",
     code_version="1",
     kinds={"parquet"},
-    pool="gpu",
+    **ACCELERATOR,
     description="Benchmark accuracy of the family's base model before any fine-tuning (objective 'none'): the "
     "reference line every variant's checkpoints are compared with. Same protocol as the variants' eval.",
 )

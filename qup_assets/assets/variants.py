@@ -8,7 +8,7 @@ import pandas as pd
 from qup_assets.adaptation.similarity import normalized_edit_distance, semantic_preservation
 from qup_assets.assets.metadata import md_table, versioned
 from qup_assets.assets.partitions import model_family
-from qup_assets.assets.resources import StudyResource
+from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.oracle.base import OracleItem, OracleResult
@@ -136,7 +136,7 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
         group_name=variant,
         code_version=f"1-{PROMPT_VERSION}" if task else "1",
         kinds={"parquet"},
-        pool="gpu" if task else None,
+        **(ACCELERATOR if task else {}),
         description=DESCRIPTIONS[variant] + " One row per native trace (same problem ids); failures are kept with "
         "their reason. Columns include semantic_preservation and edit_distance against the native trace.",
     )
