@@ -122,3 +122,47 @@ def test_the_report_escapes_hostile_text(tmp_path):
     page = html_page(rep)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert not sentinel.exists()
+
+
+def test_a_training_grid_reports_its_main_point_and_never_pools_the_points():
+    """paper.yaml trains a 4-point grid: per-problem accuracies of one point only reach the correlations and
+    paired intervals (pooling would count every benchmark item four times and narrow the CIs)."""
+    import pandas as pd
+
+    from qup_assets.report.analysis import VARIANTS, family_data
+
+    ids, items = [f"p{i}" for i in range(5)], [f"b{i}" for i in range(6)]
+    rewards = {v: pd.DataFrame({"model_family": "f", "problem_id": ids, "score": 1.0}) for v in VARIANTS}
+    adaptation = {v: pd.DataFrame({"model_family": "f", "problem_id": ids, "nll": 2.0, "n_tokens": 10}) for v in VARIANTS}
+    grid = [(2e-5, 128, 0.1), (2e-5, 256, 0.2), (5e-5, 128, 0.3), (5e-5, 256, 0.9)]  # (lr, batch, accuracy)
+    per_problem = {v: pd.DataFrame([{"model_family": "f", "objective": "sft", "lr": lr, "batch_size": bs,
+                                     "benchmark": "math", "problem_id": i, "accuracy": acc + 0.01 * j}
+                                    for j, v2 in enumerate(VARIANTS) if v2 == v
+                                    for lr, bs, acc in grid for i in items]) for v in VARIANTS}
+    main = family_data("f", rewards, adaptation, per_problem, ["sft"], lr=5e-5, batch_size=256)
+    assert main.accuracy["sft"].shape == (len(VARIANTS), len(items))  # one point, not four copies
+    assert main.accuracy["sft"][:, 0] == pytest.approx([0.9 + 0.01 * j for j in range(len(VARIANTS))])
+    # a grid without the study's own point: its first point (lowest lr, then batch size)
+    other = family_data("f", rewards, adaptation, per_problem, ["sft"], lr=1e-4, batch_size=64)
+    assert other.accuracy["sft"][0] == pytest.approx([0.1] * len(items))
+
+
+def test_the_grid_sensitivity_table_lists_every_point_and_one_point_studies_have_none(tmp_path):
+    import pandas as pd
+
+    from qup_assets.report.render import markdown, write_report
+    from qup_assets.report.tables import grid_table
+
+    def evals(points):
+        return pd.DataFrame([{"model_family": "qwen", "objective": "sft", "lr": lr, "batch_size": bs, "benchmark": b,
+                              "avg_at_k": acc, "ci_low": acc - 0.1, "ci_high": acc + 0.1}
+                             for lr, bs, acc in points for b in ("macro", "math")])
+
+    assert grid_table({v: evals([(5e-5, 256, 0.3)]) for v in VARIANTS}).empty
+    g = grid_table({v: evals([(5e-5, 256, 0.3), (2e-5, 128, 0.25)]) for v in VARIANTS})
+    assert len(g) == 2 * len(VARIANTS) and set(g["lr"]) == {5e-5, 2e-5}  # macro rows only, every point
+    rep = _report_for(tmp_path)
+    assert "Training grid" not in markdown(rep, str)
+    rep.grid = g
+    assert "Training grid: sensitivity" in markdown(rep, str)
+    assert (write_report(rep, tmp_path / "r")["grid.csv"]).read_text().count("\n") == len(g) + 1

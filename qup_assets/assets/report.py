@@ -19,7 +19,7 @@ from qup_assets.report.analysis import (
     verdict,
 )
 from qup_assets.report.render import Report, data_uri, make_plots, markdown, table1_display, write_report
-from qup_assets.report.tables import table1, table2
+from qup_assets.report.tables import grid_table, table1, table2
 from qup_assets.storage.tables import report_dir
 
 _INS = {
@@ -102,7 +102,8 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
     per_problem = {v: _per_problem(study.store, v, families) for v in ALL_VARIANTS}
     objectives = list(tr.objectives)
     samples = min(ev.bootstrap_samples, 1000)
-    fams = [f for f in (family_data(name, rewards, adaptation, per_problem, objectives) for name in families) if f]
+    fams = [f for f in (family_data(name, rewards, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
+                        for name in families) if f]
     corrs = correlations(fams, objectives, samples, ev.seed)
     diffs = paired_differences(fams, objectives, samples, ev.seed)
     rep = Report(
@@ -114,6 +115,7 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
         verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs),
         loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,
+        grid=grid_table(evals),
     )
     rep.plots = make_plots(rep)
     out = report_dir(study.store)

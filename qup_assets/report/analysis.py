@@ -86,9 +86,26 @@ class FamilyData:
         return np.mean([cols[:, labels == b].mean(axis=1) for b in np.unique(self.benchmarks)], axis=0)
 
 
+def at_main_point(df: pd.DataFrame, lr: float, batch_size: int) -> pd.DataFrame:
+    """The rows of a training grid's main point: the study's training lr and batch size, or, for a family and
+    objective whose grid lacks that point, its first point (lowest lr, then batch size). Every other point
+    is a sensitivity result: pooling them would count each benchmark item once per point."""
+    keys = ["model_family", "objective"]
+    points = df[keys + ["lr", "batch_size"]].drop_duplicates()
+    is_main = (points["lr"] == lr) & (points["batch_size"] == batch_size)
+    has_main = points.loc[is_main, keys].drop_duplicates()
+    rest = points.merge(has_main, on=keys, how="left", indicator=True)
+    rest = rest[rest["_merge"] == "left_only"].drop(columns="_merge")
+    first = rest.sort_values(["lr", "batch_size"]).groupby(keys, as_index=False).head(1)
+    chosen = pd.concat([points[is_main], first], ignore_index=True)
+    return df.merge(chosen, on=keys + ["lr", "batch_size"])
+
+
 def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[str, pd.DataFrame],
-                per_problem: dict[str, pd.DataFrame], objectives: list[str]) -> FamilyData | None:
-    """Aligned arrays for one family, or None when some variant has no data for it yet."""
+                per_problem: dict[str, pd.DataFrame], objectives: list[str], lr: float = float("nan"),
+                batch_size: int = 0) -> FamilyData | None:
+    """Aligned arrays for one family, or None when some variant has no data for it yet. Accuracies are those
+    of the training grid's main point (`at_main_point`)."""
     common = None
     for v in VARIANTS:
         ids = set(adaptation[v].loc[adaptation[v]["model_family"] == family, "problem_id"])
@@ -109,7 +126,8 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
         rows = []
         for v in VARIANTS:
             pp = per_problem[v]
-            pp = pp[(pp["model_family"] == family) & (pp["objective"] == o)].sort_values(["benchmark", "problem_id"])
+            pp = pp[(pp["model_family"] == family) & (pp["objective"] == o)]
+            pp = at_main_point(pp, lr, batch_size).sort_values(["benchmark", "problem_id"]) if len(pp) else pp
             if pp.empty:
                 return None
             rows.append(pp["accuracy"].to_numpy(dtype=float))

@@ -37,6 +37,7 @@ class Report:
     plots: dict = field(default_factory=dict)  # name -> PNG bytes
     families: list[str] = field(default_factory=list)  # exactly the study file's families that were evaluated
     excluded: list[str] = field(default_factory=list)  # evaluated partitions no longer in the study file
+    grid: pd.DataFrame = field(default_factory=pd.DataFrame)  # every training grid point (empty: one point)
 
 
 # ---------------------------------------------------------------- plots
@@ -250,6 +251,13 @@ def markdown(rep: Report, image_src) -> str:
     ]
     if "training_loss" in rep.plots:
         parts.append(f"![training loss]({image_src('training_loss')})")
+    if not rep.grid.empty:
+        g = rep.grid.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rep.grid["ci_low"], rep.grid["ci_high"])])
+        g = g.assign(variant=g["variant"].map(lambda v: LABELS.get(v, v)))
+        parts += [f"## Training grid: sensitivity (macro Avg@{rep.k} at every lr x batch size)",
+                  "Tables 1-2, the correlations and the verdict use the main point (the training section's lr and "
+                  "batch size); the other points are here, not pooled into them.",
+                  _md(g[["model_family", "variant", "objective", "lr", "batch_size", "avg_at_k", "interval"]].round(4))]
     pc = rep.paper_correlations
     parts += [
         "## Reference: the paper's published numbers (Qwen2.5-Math-1.5B, not this study)",
@@ -258,7 +266,8 @@ def markdown(rep: Report, image_src) -> str:
             f"{r['x']}: Spearman {r['spearman']:+.2f}, Kendall {r['kendall']:+.2f} (n = {r['n_points']})"
             for _, r in pc.iterrows()) + ".",
         "## Files",
-        "table1.csv, table2.csv, correlations.csv, differences.csv, paper_reference.csv; one PNG per plot; "
+        "table1.csv, table2.csv, correlations.csv, differences.csv, paper_reference.csv"
+        + (", grid.csv" if not rep.grid.empty else "") + "; one PNG per plot; "
         "report.html (self-contained).",
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -282,6 +291,8 @@ def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     put("correlations.csv", rep.correlations.to_csv(index=False).encode())
     put("differences.csv", rep.differences.to_csv(index=False).encode())
     put("paper_reference.csv", PAPER.to_csv(index=False).encode())
+    if not rep.grid.empty:
+        put("grid.csv", rep.grid.to_csv(index=False).encode())
     for name, png in rep.plots.items():
         put(f"{name}.png", png)
     put("headline.txt", table1_display(rep).to_string(index=False).encode())

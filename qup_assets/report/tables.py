@@ -6,18 +6,14 @@ import numpy as np
 import pandas as pd
 
 from qup_assets.evaluation.metrics import bootstrap_ci
-from qup_assets.report.analysis import MACRO, VARIANTS
+from qup_assets.report.analysis import MACRO, VARIANTS, at_main_point
 
 QUARTILES = ["ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4"]
 
 
 def headline_eval(evals: pd.DataFrame, lr: float, batch_size: int) -> pd.DataFrame:
     """Macro rows at the study's main grid point (the lr and batch size of the training section, if trained)."""
-    m = evals[evals["benchmark"] == MACRO]
-    main = m[(m["lr"] == lr) & (m["batch_size"] == batch_size)]
-    if main.empty:  # a grid without the default point: its first point per objective
-        main = m.sort_values(["lr", "batch_size"]).groupby(["model_family", "objective"], as_index=False).head(1)
-    return main
+    return at_main_point(evals[evals["benchmark"] == MACRO], lr, batch_size)
 
 
 def table1(rewards: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame], base_eval: pd.DataFrame,
@@ -79,3 +75,17 @@ def table2(adaptation: dict[str, pd.DataFrame], rewards: dict[str, pd.DataFrame]
                 row[f"avg_at_k_{o}"] = float(eo["avg_at_k"].iloc[0]) if len(eo) else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def grid_table(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Macro Avg@k at every training grid point, per family, variant and objective: how much the headline
+    depends on lr and batch size. Empty when the study trains one point."""
+    cols = ["model_family", "variant", "objective", "lr", "batch_size", "avg_at_k", "ci_low", "ci_high"]
+    frames = [e[e["benchmark"] == MACRO].assign(variant=v)[cols] for v, e in evals.items() if len(e)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    if df.empty or df.groupby(["model_family", "variant", "objective"]).size().max() <= 1:
+        return df.iloc[0:0]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    return df.sort_values(["model_family", "objective", "lr", "batch_size"], kind="stable").sort_values(
+        "variant", key=lambda c: c.map(order), kind="stable").sort_values(
+        ["model_family", "objective"], kind="stable").reset_index(drop=True)
