@@ -3,6 +3,8 @@
   NLL:    TransformersBackend.logprobs (length-sorted batches, one forward per batch) vs a per-text loop
           (one forward per trace), in completion tokens per second; then the cached re-run.
   reward: SequenceClassifierRM.score (batched, right-padded) vs one pair per forward, in pairs per second.
+  edit distance: rapidfuzz's Levenshtein (what the variants use) vs a numpy row loop (qup's own until
+          2026-12-02), on 1,500-character trace pairs: at paper scale one family has ~136K of them.
 
 Run: make bench   (or .venv/bin/python bench/bench_quality.py [--traces 256])
 """
@@ -79,6 +81,40 @@ def main():
     many = len(texts) / (time.perf_counter() - t)
     print(f"  reward one pair per forward  {one:10.1f} pairs/s    1.00x")
     print(f"  reward qup batched           {many:10.1f} pairs/s    {many / one:5.2f}x")
+
+    from qup_assets.adaptation.similarity import edit_distance
+
+    long = [("\n".join(comps[i : i + 12])[:1500], "\n".join(comps[i + 1 : i + 13])[:1500]) for i in range(20)]
+    t = time.perf_counter()
+    expected = [numpy_edit_distance(a, b) for a, b in long]
+    slow = (time.perf_counter() - t) / len(long)
+    t = time.perf_counter()
+    for _ in range(20):
+        got = [edit_distance(a, b) for a, b in long]
+    fast = (time.perf_counter() - t) / (20 * len(long))
+    assert got == expected
+    print(f"  edit distance numpy row loop {slow * 1e3:10.2f} ms/pair    1.00x")
+    print(f"  edit distance qup rapidfuzz  {fast * 1e3:10.3f} ms/pair    {slow / fast:5.0f}x")
+
+
+def numpy_edit_distance(a: str, b: str) -> int:
+    """Levenshtein with one numpy pass per row (the left-to-right dependency via a running min)."""
+    import numpy as np
+
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return len(a)
+    bb = np.frombuffer(b.encode("utf-32-le"), dtype=np.uint32)
+    prev = np.arange(len(b) + 1, dtype=np.int64)
+    idx = np.arange(len(b) + 1, dtype=np.int64)
+    for i, ch in enumerate(a, start=1):
+        cost = (bb != ord(ch)).astype(np.int64)
+        tmp = np.empty_like(prev)
+        tmp[0] = i
+        tmp[1:] = np.minimum(prev[1:] + 1, prev[:-1] + cost)
+        prev = np.minimum.accumulate(tmp - idx) + idx
+    return int(prev[-1])
 
 
 if __name__ == "__main__":

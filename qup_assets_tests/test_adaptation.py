@@ -39,3 +39,30 @@ def test_loss_attribution_shares():
     t = [TokenLogprobs(tokens=["\\(", "1", "\\("], logprobs=[-3.0, -1.0, -2.0])]
     df = loss_by_token(t)
     assert df.iloc[0]["token"] == "\\(" and df.iloc[0]["share"] == pytest.approx(5 / 6)
+
+
+def _levenshtein(a: str, b: str) -> int:
+    """The textbook dynamic programme, as the reference."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def test_edit_distance_is_levenshtein_on_any_text():
+    import random
+
+    from qup_assets.adaptation.similarity import edit_distance, normalized_edit_distance
+
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3
+    assert normalized_edit_distance("", "") == 0.0 and normalized_edit_distance("ab", "cd") == 1.0
+    rng = random.Random(0)
+    alphabet = "ab1 =+\\{}×π\U0001d400"  # LaTeX, non-ASCII and astral characters
+    for _ in range(200):
+        a = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        b = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert edit_distance(a, b) == _levenshtein(a, b), (a, b)
+        assert normalized_edit_distance(a, b) == (_levenshtein(a, b) / max(len(a), len(b)) if a or b else 0.0)

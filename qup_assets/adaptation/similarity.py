@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _OPS = {"+": "+", "-": "-", "\\times": "*", "*": "*", "×": "*", "\\cdot": "*", "\\div": "/", "/": "/", "÷": "/"}
@@ -27,21 +27,9 @@ def semantic_preservation(native: str, variant: str) -> float:
 
 
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance, one numpy pass per row (the left-to-right dependency via a running min)."""
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    bb = np.frombuffer(b.encode("utf-32-le"), dtype=np.uint32)
-    prev = np.arange(len(b) + 1, dtype=np.int64)
-    idx = np.arange(len(b) + 1, dtype=np.int64)
-    for i, ch in enumerate(a, start=1):
-        cost = (bb != ord(ch)).astype(np.int64)
-        tmp = np.empty_like(prev)
-        tmp[0] = i
-        tmp[1:] = np.minimum(prev[1:] + 1, prev[:-1] + cost)
-        prev = np.minimum.accumulate(tmp - idx) + idx
-    return int(prev[-1])
+    """Levenshtein distance (rapidfuzz's C++ bit-parallel kernel: ~0.1 ms per 1,500-character pair, against
+    ~40 ms for a numpy row loop; 34K rewrites x 4 variants per family at paper scale)."""
+    return Levenshtein.distance(a, b)
 
 
 def normalized_edit_distance(a: str, b: str) -> float:
