@@ -166,3 +166,22 @@ def test_the_grid_sensitivity_table_lists_every_point_and_one_point_studies_have
     rep.grid = g
     assert "Training grid: sensitivity" in markdown(rep, str)
     assert (write_report(rep, tmp_path / "r")["grid.csv"]).read_text().count("\n") == len(g) + 1
+
+
+def test_several_reward_models_count_equally_whatever_their_scale():
+    import pandas as pd
+
+    from qup_assets.report.analysis import combined_reward
+
+    def frame(big, small):  # three problems; a wide-scale RM and a narrow one
+        return pd.DataFrame([{"model_family": "f", "problem_id": f"p{j}", "reward_model": rm, "score": s + j * unit}
+                             for rm, s, unit in [("big", big, 1000.0), ("small", small, 1.0)] for j in range(3)])
+
+    # the 1000x RM prefers oracle by 1000 of its units, the narrow one native by 1 of its units
+    rewards = {"native": frame(big=0.0, small=1.0), "oracle": frame(big=1000.0, small=0.0)}
+    raw = {v: df["score"].mean() for v, df in rewards.items()}
+    assert raw["oracle"] > raw["native"] + 100  # a raw mean: the wide RM decides alone
+    z = {v: df["score"].mean() for v, df in combined_reward(rewards).items()}
+    assert z["oracle"] == pytest.approx(z["native"])  # z-scored: the RMs disagree equally, so they cancel
+    one = {v: df[df["reward_model"] == "big"] for v, df in rewards.items()}  # one RM: its raw scores
+    assert combined_reward(one)["oracle"]["score"].tolist() == [1000.0, 2000.0, 3000.0]

@@ -10,6 +10,7 @@ from qup_assets.assets.quality import ALL_VARIANTS
 from qup_assets.assets.resources import StudyResource
 from qup_assets.assets.training import per_problem_path
 from qup_assets.report.analysis import (
+    combined_reward,
     correlation_table,
     correlations,
     family_data,
@@ -102,7 +103,8 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
     per_problem = {v: _per_problem(study.store, v, families) for v in ALL_VARIANTS}
     objectives = list(tr.objectives)
     samples = min(ev.bootstrap_samples, 1000)
-    fams = [f for f in (family_data(name, rewards, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
+    scored = combined_reward(rewards)  # one reward per trace: several RMs z-scored first (Table 1 keeps them raw)
+    fams = [f for f in (family_data(name, scored, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
                         for name in families) if f]
     corrs = correlations(fams, objectives, samples, ev.seed)
     diffs = paired_differences(fams, objectives, samples, ev.seed)
@@ -111,7 +113,7 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         synthetic=all(f.student.kind == "synthetic" for f in s.families.values()) and s.oracle.kind == "symbolic",
         objectives=objectives, reward_models=[rm.name for rm in s.reward_models], k=ev.k,
         table1=table1(rewards, evals, inputs["base_eval"], objectives, tr.lr, tr.batch_size, samples, ev.seed),
-        table2=table2(adaptation, rewards, evals, objectives, tr.lr, tr.batch_size),
+        table2=table2(adaptation, scored, evals, objectives, tr.lr, tr.batch_size),
         correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
         verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs),
         loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,

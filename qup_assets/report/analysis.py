@@ -86,6 +86,23 @@ class FamilyData:
         return np.mean([cols[:, labels == b].mean(axis=1) for b in np.unique(self.benchmarks)], axis=0)
 
 
+def combined_reward(rewards: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """One reward per (family, problem) per variant, for the correlations, Table 2 and the plots. With one
+    RM, its raw score. With several, the mean of each RM's z-score (over all of the family's variants and
+    problems): RM scales differ (a 72B outcome RM's logits, Skywork's), and a raw mean would let the widest
+    scale decide alone. Table 1 keeps every RM's raw mean."""
+    frames = [df.assign(variant=v) for v, df in rewards.items() if len(df)]
+    if not frames:
+        return rewards
+    all_ = pd.concat(frames, ignore_index=True)
+    if all_["reward_model"].nunique() > 1:
+        g = all_.groupby(["model_family", "reward_model"])["score"]
+        std = g.transform("std").replace(0.0, 1.0).fillna(1.0)
+        all_ = all_.assign(score=(all_["score"] - g.transform("mean")) / std)
+    out = all_.groupby(["variant", "model_family", "problem_id"], as_index=False)["score"].mean()
+    return {v: out[out["variant"] == v].drop(columns="variant").reset_index(drop=True) for v in rewards}
+
+
 def at_main_point(df: pd.DataFrame, lr: float, batch_size: int) -> pd.DataFrame:
     """The rows of a training grid's main point: the study's training lr and batch size, or, for a family and
     objective whose grid lacks that point, its first point (lowest lr, then batch size). Every other point
