@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -193,43 +192,6 @@ def cmd_worker(args) -> int:
 # ---------------------------------------------------------------- plan
 
 
-def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
-    """Upper bounds of the work a study asks for, per family and in total (to size a GPU run first)."""
-    from qup_assets.storage.catalog import list_tables, query
-
-    pool = getattr(study.problems, "size", None)
-    bench_items = None
-    if "benchmarks" in list_tables(store):
-        bench_items = int(query(store, "select count(*) as n from benchmarks")["n"][0])
-    elif all(getattr(b.source, "size", None) for b in study.benchmarks):
-        bench_items = sum(b.source.size for b in study.benchmarks)
-    n_fam = len(study.families)
-    variants = 5
-    grid = len(study.training.grid.lr) * len(study.training.grid.batch_size) if study.training.grid else 1
-    ckpts = variants * len(study.training.objectives) * grid
-    rows = []
-
-    def fmt(x):
-        return "unknown (size not set)" if x is None else f"{x:,.0f}"
-
-    def mul(*xs):
-        return None if any(x is None for x in xs) else math.prod(xs)
-
-    rows.append(("problems in pool", fmt(pool)))
-    rows.append(("benchmark items", fmt(bench_items)))
-    rows.append(("native samples (N x pool x families)", fmt(mul(study.sampling.n, pool, n_fam))))
-    rows.append(("  tokens to generate, at most", fmt(mul(study.sampling.n, pool, n_fam, study.sampling.max_tokens))))
-    rows.append(("oracle rewrites (3 variants x pool x families), at most", fmt(mul(3, pool, n_fam))))
-    rows.append(("  oracle tokens, at most", fmt(mul(3, pool, n_fam, study.oracle.max_tokens))))
-    rows.append(("reward scores (variants x pool x RMs x families)", fmt(mul(variants, pool, len(study.reward_models), n_fam))))
-    rows.append(("perplexity passes (variants x pool x families)", fmt(mul(variants, pool, n_fam))))
-    rows.append(("fine-tuned checkpoints", fmt(ckpts * n_fam)))
-    rows.append(("  training examples seen, at most", fmt(mul(ckpts, pool, study.training.epochs, n_fam))))
-    rows.append(("eval samples ((1 + checkpoints) x items x k x families)", fmt(mul(1 + ckpts, bench_items, study.evaluation.k, n_fam))))
-    rows.append(("  eval tokens, at most", fmt(mul(1 + ckpts, bench_items, study.evaluation.k, n_fam, study.evaluation.max_tokens))))
-    return rows
-
-
 def cmd_plan(args) -> int:
     import dagster as dg
 
@@ -259,10 +221,11 @@ def cmd_plan(args) -> int:
     if sinks:
         print("  after all families: " + ", ".join(k.to_user_string() for k in sinks))
     print("\ncompute estimate (upper bounds):")
+    from qup_assets.plan import estimate
     from qup_assets.storage.tables import study_store
 
     for label, value in estimate(study, study_store(store_root(), study.name)):
-        print(f"  {label:58s} {value:>22s}")
+        print(f"  {label:58s} {value:>22s}" if len(value) <= 22 else f"  {label}\n      {value}")
     return 0
 
 

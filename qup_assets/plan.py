@@ -1,0 +1,125 @@
+"""What a study will cost before it runs: samples, rewrites, scores, checkpoints and evaluations, and the
+GPU-hours they take on an H100, so a GPU run is sized before it starts (`qup plan`). Upper bounds: every
+generation and trace is counted at its max_tokens."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from qup_assets.study import Study
+
+# One H100 80 GB, a 1.5B model, the transformers backend in bf16, measured by the team for issue 16:
+# generation 3.7k tokens/s at batch 256, NLL scoring 108k tokens/s, full fine-tuning 30k tokens/s. Other
+# sizes scale by parameter count (decoding and scoring are bound by reading the weights; training by
+# FLOPs, ~6 x params per token). vLLM generates several times faster than the transformers backend, so
+# these hours are an upper bound for vLLM families too.
+H100_TOKENS_PER_S = {"generate": 3_700.0, "score": 108_000.0, "train": 30_000.0}
+REFERENCE_PARAMS = 1.5e9
+
+# Items in the public benchmarks (their dataset cards), for a plan made before they are on disk.
+PUBLISHED_BENCHMARK_ITEMS = {"HuggingFaceH4/MATH-500": 500, "math-ai/minervamath": 272, "math-ai/aime24": 30,
+                             "math-ai/amc23": 40, "math-ai/olympiadbench": 675}
+
+VARIANTS = 5  # native, reference and the three Oracle variants
+ORACLE_TASKS = 3  # refine, synthesize, style-align
+
+
+def params_from_name(model: str | None) -> float | None:
+    """Parameters from a model id that states them (Qwen/Qwen2.5-Math-7B -> 7e9, ...-RM-72B -> 72e9)."""
+    m = re.search(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])", model or "")
+    return float(m.group(1)) * 1e9 if m else None
+
+
+def benchmark_items(study: Study, store: Path) -> tuple[int | None, str]:
+    """(items, where the number comes from): the materialized benchmarks table, the study's sizes, local
+    files, or the benchmarks' published sizes."""
+    from qup_assets.storage.catalog import list_tables, query
+
+    if "benchmarks" in list_tables(store):
+        return int(query(store, "select count(*) as n from benchmarks")["n"][0]), "benchmarks table"
+    total, sources = 0, set()
+    for b in study.benchmarks:
+        src = b.source
+        if getattr(src, "size", None):
+            total += src.size
+            sources.add("study")
+        elif src.kind == "local" and Path(src.path).is_file():
+            total += sum(1 for line in Path(src.path).open(encoding="utf-8") if line.strip())
+            sources.add("local files")
+        elif src.kind == "hf" and src.name in PUBLISHED_BENCHMARK_ITEMS:
+            total += PUBLISHED_BENCHMARK_ITEMS[src.name]
+            sources.add("published sizes")
+        else:
+            return None, f"size of {b.name} not known"
+    return total, ", ".join(sorted(sources))
+
+
+def gpu_hours(tokens: float | None, stage: str, params: float | None) -> float | None:
+    """Hours on one H100 for `tokens` at the measured rate of `stage`, scaled to a model of `params`."""
+    if tokens is None or params is None:
+        return None
+    return tokens / (H100_TOKENS_PER_S[stage] * REFERENCE_PARAMS / params) / 3600
+
+
+def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
+    """Upper bounds of the work a study asks for, in total over its families, then H100 GPU-hours per stage."""
+    pool = getattr(study.problems, "size", None)
+    items, items_from = benchmark_items(study, store)
+    n_fam = len(study.families)
+    grid = len(study.training.grid.lr) * len(study.training.grid.batch_size) if study.training.grid else 1
+    ckpts = VARIANTS * len(study.training.objectives) * grid
+    s, ev, tr, o = study.sampling, study.evaluation, study.training, study.oracle
+
+    def fmt(x):
+        return "unknown (size not set)" if x is None else f"{x:,.0f}"
+
+    def mul(*xs):
+        return None if any(x is None for x in xs) else math.prod(xs)
+
+    rows = [
+        ("problems in pool", fmt(pool)),
+        (f"benchmark items ({items_from})", fmt(items)),
+        ("native samples (N x pool x families)", fmt(mul(s.n, pool, n_fam))),
+        ("  tokens to generate, at most", fmt(mul(s.n, pool, n_fam, s.max_tokens))),
+        ("oracle rewrites (3 variants x pool x families), at most", fmt(mul(ORACLE_TASKS, pool, n_fam))),
+        ("  oracle tokens, at most", fmt(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens))),
+        ("reward scores (variants x pool x RMs x families)", fmt(mul(VARIANTS, pool, len(study.reward_models), n_fam))),
+        ("perplexity passes (variants x pool x families)", fmt(mul(VARIANTS, pool, n_fam))),
+        ("fine-tuned checkpoints", fmt(ckpts * n_fam)),
+        ("  training examples seen, at most", fmt(mul(ckpts, pool, tr.epochs, n_fam))),
+        ("models evaluated (base + checkpoints) x families", fmt((1 + ckpts) * n_fam)),
+        ("eval samples ((1 + checkpoints) x items x k x families)", fmt(mul(1 + ckpts, items, ev.k, n_fam))),
+        ("  eval tokens, at most", fmt(mul(1 + ckpts, items, ev.k, n_fam, ev.max_tokens))),
+    ]
+    hf = {name: params_from_name(f.student.model) for name, f in study.families.items() if f.student.kind == "hf"}
+    if not hf:
+        return rows + [("GPU-hours", "synthetic students: CPU scale, see make bench")]
+    rows.append(("H100 GPU-hours, at most (transformers-backend rates, README):", ""))
+    total = 0.0
+    for name, p in hf.items():
+        stages = {
+            "sampling": gpu_hours(mul(s.n, pool, s.max_tokens), "generate", p),
+            "perplexity": gpu_hours(mul(VARIANTS, pool, s.max_tokens), "score", p),
+            "training": gpu_hours(mul(ckpts, pool, tr.epochs, tr.max_length), "train", p),
+            "evaluation": gpu_hours(mul(1 + ckpts, items, ev.k, ev.max_tokens), "generate", p),
+        }
+        for rm in study.reward_models:
+            stages[f"rewards {rm.name}"] = gpu_hours(mul(VARIANTS, pool, s.max_tokens), "score",
+                                                     params_from_name(rm.model))
+        known = [h for h in stages.values() if h is not None]
+        size = f"{p / 1e9:g}B" if p else "size unknown"
+        rows.append((f"  {name} ({size})", ", ".join(f"{k} {_h(v)}" for k, v in stages.items())))
+        rows.append((f"  {name} total", _h(sum(known)) if len(known) == len(stages) else "unknown"))
+        total += sum(known)
+    if o.kind == "llm":
+        rows.append((f"  oracle {o.model} (all families)",
+                     _h(gpu_hours(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model)))))
+        total += gpu_hours(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model)) or 0.0
+    rows.append(("  all stages, all families", _h(total)))
+    return rows
+
+
+def _h(hours: float | None) -> str:
+    return "unknown" if hours is None else f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h"
