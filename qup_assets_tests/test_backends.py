@@ -5,7 +5,7 @@ import json
 import pytest
 
 from qup_assets.backends.base import BackendError, Request, SamplingParams
-from qup_assets.backends.cache import ResponseCache, cached_sample
+from qup_assets.backends.cache import ResponseCache, cached_chunks, cached_sample
 from qup_assets.backends.hub import describe_model, resolve_model
 from qup_assets.backends.prompting import render_prompt
 from qup_assets.backends.transformers_backend import TransformersBackend
@@ -100,6 +100,47 @@ def test_cache_serves_reruns_and_misses_on_changes(lm, tmp_path):
         assert cache.misses == 10
 
 
+def test_an_engine_gets_every_uncached_chunk_in_few_calls_and_a_killed_call_loses_only_itself(tmp_path):
+    """per_call: whole uncached chunks go to the engine together (continuous batching stays full); the chunk
+    boundaries, what is cached and what a resume recomputes stay those of fixed chunks."""
+    keys = [f"k{i}" for i in range(10)]
+    calls: list[list[int]] = []
+
+    def compute(idx):
+        calls.append(list(idx))
+        return [i * i for i in idx]
+
+    enc, dec = (lambda v: {"v": v}), (lambda h: h["v"])
+    with ResponseCache(tmp_path, "e") as cache:
+        cache.put_many([("k4", enc(16)), ("k5", enc(25)), ("k3", enc(9))])  # chunk [4, 5] cached; [2, 3] only half
+        out = cached_chunks(cache, keys, compute, enc, dec, chunk_size=2, per_call=4)
+        assert out == [i * i for i in range(10)]
+        assert calls == [[0, 1, 2, 3], [6, 7, 8, 9]]  # whole chunks, at most 4 per call; [4, 5] from the cache
+        assert (cache.hits, cache.misses) == (2, 8)
+
+    calls.clear()  # without per_call (a backend whose results depend on its batch): one chunk per call
+    with ResponseCache(tmp_path, "f") as cache:
+        cached_chunks(cache, keys, compute, enc, dec, chunk_size=4)
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+    class Killed(Exception):
+        pass
+
+    def dies_on_second_call(idx):
+        if calls:
+            raise Killed
+        return compute(idx)
+
+    calls.clear()
+    with ResponseCache(tmp_path, "g") as cache, pytest.raises(Killed):
+        cached_chunks(cache, keys, dies_on_second_call, enc, dec, chunk_size=2, per_call=6)
+    assert calls == [[0, 1, 2, 3, 4, 5]]
+    calls.clear()
+    with ResponseCache(tmp_path, "g") as cache:  # the resume computes what the killed call had
+        assert cached_chunks(cache, keys, compute, enc, dec, chunk_size=2, per_call=6) == [i * i for i in range(10)]
+    assert calls == [[6, 7, 8, 9]]
+
+
 def test_truncated_shard_is_skipped_and_its_chunk_recomputed(lm, tmp_path):
     reqs = [Request(p) for p in _prompts(lm, 6)]
     params = SamplingParams(temperature=1.0, max_tokens=20)
@@ -134,3 +175,44 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model_dir, monkey
     monkeypatch.setattr(lm, "_sample_batch", lambda r, p: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         lm.sample(reqs, SamplingParams(max_tokens=5))
+
+
+def test_a_chatml_prompt_on_a_tokenizer_without_chatml_is_refused_with_the_fix():
+    """paper.yaml once gave Qwen's ChatML prompt to Llama-3.2 and DeepSeekMath, whose tokenizers read
+    <|im_start|> as text. The synthetic llama tokenizer has Llama-3's specials, not ChatML's."""
+    from qup_assets.world.student import build_tokenizer
+
+    texts = ["Mia has 3 apples. Then Mia buys 2 more apples. How many? 3 + 2 = 5"] * 20
+    llama, qwen = build_tokenizer(texts, "llama"), build_tokenizer(texts, "qwen2")
+    chatml = Prompt(format="plain", template="qwen-boxed")
+    with pytest.raises(ValueError, match=r"uses <\|im_end\|>.*template: question-boxed"):
+        render_prompt(llama, chatml, "Q?")
+    assert render_prompt(qwen, chatml, "Q?").endswith("<|im_start|>assistant\n")
+    for tok in (llama, qwen):
+        assert render_prompt(tok, Prompt(format="plain", template="question-boxed"), "Q?").startswith("Question: Q?\n")
+
+
+def test_the_cache_reads_values_on_demand_across_many_shards_and_recomputes_a_damaged_one(tmp_path):
+    """Every process that wrote leaves a shard: 40 of them are all readable (a few open at a time), and a line
+    damaged in place after it was indexed is a miss that is computed again, never a wrong value."""
+    for w in range(40):
+        with ResponseCache(tmp_path, "n") as cache:
+            cache.put_many([(f"key-{w}-{i}", {"text": f"value {w} {i}", "w": w}) for i in range(5)])
+    with ResponseCache(tmp_path, "n") as cache:
+        assert len(cache) == 200 and len(list((tmp_path / "n").glob("shard-*.jsonl"))) == 40
+        assert all(cache.get(f"key-{w}-{i}") == {"text": f"value {w} {i}", "w": w} for w in range(40) for i in range(5))
+        assert len(cache._open) <= 16
+        assert cache.get("key-never-written") is None
+    shard = sorted((tmp_path / "n").glob("shard-*.jsonl"))[0]
+    data = shard.read_bytes()
+    target = data.splitlines(keepends=True)[2]
+    shard.write_bytes(data.replace(target, target.replace(b'"text": "', b'"text": \x00"')))
+    with ResponseCache(tmp_path, "n") as cache:
+        key = json.loads(target)["k"]
+        assert cache.get(key) is None and cache.corrupt_lines == 1
+        computed = cached_chunks(cache, [key], lambda idx: ["again"], encode=lambda v: {"text": v, "w": -1},
+                                 decode=lambda h: h["text"], chunk_size=1)
+        assert computed == ["again"]
+    for _ in range(2):  # the recomputed copy is found from then on, whichever shard is read first
+        with ResponseCache(tmp_path, "n") as cache:
+            assert cache.get(key) == {"text": "again", "w": -1}

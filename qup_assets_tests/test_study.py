@@ -33,6 +33,15 @@ def test_paper_defaults_follow_the_paper():
     assert s.training.grid.lr == [2e-5, 5e-5] and s.training.grid.batch_size == [128, 256]
 
 
+def test_the_paper_engines_are_set_for_one_80gb_gpu():
+    for name, family in load_study("paper").families.items():
+        args = family.backend.engine.engine_args()
+        assert family.backend.kind == "vllm" and args["tensor_parallel_size"] == 1, name
+        assert args["max_model_len"] >= 4096, name  # the models' own context; samples stop there
+        assert 0.8 <= args["gpu_memory_utilization"] <= 0.95 and args["dtype"] == "bfloat16", name
+        assert "prompts_per_call" not in args and "extra" not in args
+
+
 def test_minimal_study_gets_paper_defaults(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text(MINIMAL)
@@ -67,6 +76,13 @@ BAD = {
         MINIMAL + "    prompt: {format: plain}\n", ["families.fam-a.prompt", "needs a template"]
     ),
     "openai_without_url": (MINIMAL + "    backend: {kind: openai}\n", ["families.fam-a.backend", "base_url"]),
+    "unknown_engine_argument": (MINIMAL + "    backend: {kind: vllm, engine: {extra: {max_num_seq: 8}}}\n",
+                                ["families.fam-a.backend.engine.extra", "unknown vLLM engine argument(s) ['max_num_seq']",
+                                 "max_num_batched_tokens"]),
+    "engine_typo": (MINIMAL + "    backend: {kind: vllm, engine: {tensor_parallel: 2}}\n",
+                    ["families.fam-a.backend.engine.tensor_parallel", "unknown key"]),
+    "engine_on_transformers": (MINIMAL + "    backend: {kind: transformers, engine: {max_model_len: 512}}\n",
+                               ["engine settings are for the vllm backend"]),
     "not_yaml": ("name: [unclosed\n", ["not valid YAML"]),
     "not_mapping": ("- just\n- a list\n", ["must be a YAML mapping"]),
     "local_bad_suffix": (MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: local, path: x.csv}"), ["problems.local.path", ".jsonl"]),

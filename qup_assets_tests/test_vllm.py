@@ -37,12 +37,35 @@ def prompts(tiny_model_dir):
     return [render_prompt(tok, Prompt(), f"Ava has {i} coins. Then Ava buys 3 more coins. How many?") for i in range(4)]
 
 
+ENGINE = {"max_model_len": 512, "dtype": "float32", "enforce_eager": True, "max_num_seqs": 16,
+          "prompts_per_call": 6, "extra": {"max_num_batched_tokens": 2048}}
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
+    """The engine a study family with these engine settings gets (the study's path, not a hand-built one)."""
     _require_vllm()
-    from qup_assets.backends.vllm_backend import VLLMBackend
+    from qup_assets.backends.factory import open_backend
+    from qup_assets.study import Family
 
-    return VLLMBackend(tiny_model_dir, seed=0, max_model_len=512)
+    family = Family.model_validate({"student": {"kind": "hf", "model": str(tiny_model_dir)},
+                                    "backend": {"kind": "vllm", "engine": ENGINE}})
+    return open_backend(family, tiny_model_dir, seed=0)
+
+
+def test_the_study_engine_settings_reach_vllm(engine, prompts, tmp_path, monkeypatch):
+    from qup_assets.backends.cache import ResponseCache, cached_sample
+
+    config = engine.llm.llm_engine.vllm_config
+    assert config.model_config.max_model_len == 512 and config.model_config.enforce_eager
+    assert config.scheduler_config.max_num_seqs == 16 and config.scheduler_config.max_num_batched_tokens == 2048
+    sizes = []
+    real = engine.sample
+    monkeypatch.setattr(engine, "sample", lambda reqs, params: sizes.append(len(reqs)) or real(reqs, params))
+    reqs = [Request(p, i) for p in prompts for i in range(2)]  # 8 requests, chunks of 2
+    with ResponseCache(tmp_path, "v") as cache:
+        out = cached_sample(engine, cache, reqs, SamplingParams(temperature=1.0, max_tokens=8), chunk_size=2)
+    assert len(out) == 8 and sizes == [6, 2]  # whole chunks, prompts_per_call at a time
 
 
 def test_vllm_samples_with_finish_reasons(engine, prompts):

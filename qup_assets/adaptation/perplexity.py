@@ -27,7 +27,7 @@ def cached_logprobs(lm, cache: ResponseCache, prompts: Sequence[str], completion
     keys = [stable_hash("logprobs", lm.fingerprint, p, c) for p, c in zip(prompts, completions)]
     return cached_chunks(cache, keys, lambda idx: lm.logprobs([prompts[i] for i in idx], [completions[i] for i in idx]),
                          encode=lambda t: t.__dict__, decode=lambda h: TokenLogprobs(**h), chunk_size=chunk_size,
-                         progress=progress, label="log-probs")
+                         progress=progress, label="log-probs", per_call=getattr(lm, "prompts_per_call", None))
 
 
 def quartile_ppl(logprobs: Sequence[float]) -> list[float]:

@@ -52,6 +52,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
         except BackendError as e:
             raise dg.Failure(description=str(e)) from None
         info["name"] = fam.student.model
+        _check_prompt(name, fam, info["path"])
         context.add_output_metadata(
             {
                 "model": fam.student.model,
@@ -75,6 +76,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
         built = build_synthetic_student(spec, name, knobs, out, exclude, verifier, log=context.log.info,
                                         heldout=min(100, max(20, spec.pretrain_problems // 10)))
     info = describe_model(out)
+    _check_prompt(name, fam, out)
     info.update(name=name, heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen,
                 store_path=str(out.relative_to(study.store)))
     context.add_output_metadata(
@@ -94,6 +96,15 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
         }
     )
     return versioned(info)
+
+
+def _check_prompt(name: str, fam, model_path) -> None:
+    """The family's prompt renders with its model's tokenizer (a chat template it has, plain-template markers
+    it knows), so a mismatched prompt fails here, before any sample is drawn."""
+    try:
+        render_prompt(load_tokenizer(model_path, fam.trust_remote_code), fam.prompt, "What is 1 + 1?")
+    except ValueError as e:
+        raise dg.Failure(description=f"family {name}: {e}") from None
 
 
 def _prompts(study: StudyResource, family_name: str, base_model: dict, problems: pd.DataFrame) -> list[str]:

@@ -24,7 +24,12 @@ def open_backend(family: Family, model_dir: str | Path, seed: int = 0):
     if kind == "vllm":
         from qup_assets.backends.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model_dir, seed=seed, trust_remote_code=family.trust_remote_code)
+        engine = family.backend.engine
+        args = engine.engine_args()
+        if "dtype" not in args and family.student.kind == "hf":
+            args["dtype"] = family.student.dtype
+        return VLLMBackend(model_dir, seed=seed, trust_remote_code=family.trust_remote_code,
+                           prompts_per_call=engine.prompts_per_call, **args)
     if kind == "openai":
         from qup_assets.backends.openai_backend import OpenAIBackend
 

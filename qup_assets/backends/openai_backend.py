@@ -56,6 +56,9 @@ class OpenAIBackend:
         self.model = model
         self.api = api
         self.max_concurrency = max_concurrency
+        # the cache hands over many chunks per call, so max_concurrency requests stay in flight instead of
+        # every 64-prompt chunk waiting on its slowest request
+        self.prompts_per_call = 16 * max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries
         self.send_seed = send_seed

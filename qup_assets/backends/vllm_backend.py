@@ -18,7 +18,7 @@ from qup_assets.backends.fingerprint import folder_fingerprint
 
 class VLLMBackend:
     def __init__(self, model_dir: str | Path, seed: int = 0, trust_remote_code: bool = False, dtype: str = "auto",
-                 max_model_len: int | None = None, **engine_kwargs):
+                 max_model_len: int | None = None, prompts_per_call: int = 4096, **engine_kwargs):
         # In-process engine: no engine-core subprocess to orphan when Dagster kills a step.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache when running on CPU
@@ -35,6 +35,9 @@ class VLLMBackend:
             dtype = "float32"  # vllm-cpu would pick bfloat16, and disagree with the transformers backend's scores
         self.model_dir = str(model_dir)
         self.seed = seed
+        # the cache hands the engine this many prompts per call (many of its fixed chunks): vLLM schedules
+        # its own batches, and one call per 64-prompt chunk would idle it on every chunk's longest sample
+        self.prompts_per_call = prompts_per_call
         self.llm = LLM(model=self.model_dir, seed=seed, trust_remote_code=trust_remote_code, dtype=dtype,
                        enable_prefix_caching=False, max_model_len=max_model_len, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
