@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qup_assets_tests.helpers import free_port, wait_until_serving
+from qup_assets_tests.helpers import assert_same, free_port, results_of, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -67,6 +67,15 @@ def ui_page(server: list[str], port: int, env: dict, log: Path, what: str):
             proc.wait()
 
 
+def show_markdown(page, key: str) -> None:
+    """Open a metadata entry's Markdown when the UI folds it behind "[Show Markdown]" (long values)."""
+    row = page.locator("tr", has=page.get_by_text(key, exact=True)).first
+    link = row.get_by_text("[Show Markdown]")
+    if link.count():
+        link.first.click()
+        page.wait_for_selector("[role=dialog]", timeout=30_000)
+
+
 def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Path, k: int, log: Path) -> None:
     """Open the UI on an instance where `study` is materialized; check lineage and the report; take the shots."""
     port = free_port()
@@ -75,24 +84,28 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
     server = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-w",
               str(REPO / "workspace.yaml")]
     with ui_page(server, port, env, log, "the webserver") as (url, page):
-        # Lineage: the students group with its neighbours, every node a real asset of this study, in the
-        # study's own code location.
-        page.goto(f"{url}/locations/{study}/asset-groups/students/lineage")
-        page.wait_for_selector("text=native_traces", timeout=90_000)
-        for node in ["base_model", "native_samples", "native_traces", "common_problems", "base_eval"]:
-            assert page.get_by_text(node, exact=True).count() >= 1, node
-        _shot(page, shots / "lineage_students.png")
+        # Lineage of one variant's group (five assets and their neighbours: readable at a glance, where the
+        # students group, which feeds every variant, is a cloud of edges), in the study's own code location.
+        page.goto(f"{url}/locations/{study}/asset-groups/style_aligned/lineage")
+        page.wait_for_selector("text=style_aligned_traces", timeout=90_000)
+        for stage in ["traces", "rewards", "adaptation", "checkpoints", "eval"]:
+            assert page.get_by_text(f"style_aligned_{stage}", exact=True).count() >= 1, stage
+        _shot(page, shots / "lineage_style_aligned.png")
 
         # The report asset: the generated verdict and Table 1 rendered from the metadata.
         page.goto(f"{url}/assets/{study}/paradox_report")
+        page.wait_for_selector("text=report_html", timeout=90_000)
+        show_markdown(page, "verdict")  # a long Markdown value opens in a dialog; a short one is inline
         page.wait_for_selector("text=Spearman rho", timeout=90_000)
         _shot(page, shots / "paradox_report.png")
+        page.keyboard.press("Escape")
+        show_markdown(page, "table1")
         table = page.locator("table", has_text="Oracle-Synthesized").first
         assert table.count() == 1
         assert "Style-Aligned" in table.inner_text() and f"Avg@{k} DFT" in table.inner_text()
         table.scroll_into_view_if_needed()
         _shot(page, shots / "paradox_report_table.png")
-    for name in ["lineage_students.png", "paradox_report.png", "paradox_report_table.png"]:
+    for name in ["lineage_style_aligned.png", "paradox_report.png", "paradox_report_table.png"]:
         assert (shots / name).stat().st_size > 20_000, name  # a rendered page, not a blank one
 
 
@@ -107,9 +120,10 @@ NEW_FAMILY = ("  micro-mini:\n    student: {kind: synthetic, architecture: llama
 
 
 @pytest.mark.slow
-def test_a_new_family_launched_from_the_ui_lands_and_refreshes_the_report(micro_study, tmp_path, monkeypatch):
+def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(micro_study, tmp_path, monkeypatch):
     """What a researcher does in the UI: a family added to the study file, then Jobs, family_assets,
-    Materialize all, the Missing partitions, Launch 1 run; the run lands, the report refreshes itself."""
+    Materialize all, All partitions (the new family and micro-qwen), Launch backfill. The backfill shows up
+    under Backfills, both runs land, micro-qwen's tables come out unchanged, the report refreshes itself."""
     import re
     import time
 
@@ -121,6 +135,9 @@ def test_a_new_family_launched_from_the_ui_lands_and_refreshes_the_report(micro_
     ms = micro_study.copy(tmp_path / "ui-backfill").env(monkeypatch)
     ms.study.write_text(ms.study.read_text().replace("families:\n", "families:\n" + NEW_FAMILY))
     assert main(["families", "sync", "--study", str(ms.study)]) == 0
+    qwen = lambda: {k: v for k, v in results_of(ms.store_root, "micro").items() if "micro-qwen" in k}  # noqa: E731
+    qwen_before = qwen()
+    assert len(qwen_before) > 20
     instance = dg.DagsterInstance.get()
     report_before = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(["micro", "paradox_report"])), limit=1).records[0]
@@ -132,25 +149,32 @@ def test_a_new_family_launched_from_the_ui_lands_and_refreshes_the_report(micro_
     with ui_page(server, port, env, tmp_path / "dev.log", "dagster dev") as (url, page):
         page.goto(f"{url}/locations/micro/jobs/family_assets")
         page.get_by_role("button", name="Materialize all").click(timeout=90_000)
-        page.get_by_role("button", name="Missing", exact=True).click()
+        page.get_by_role("button", name="All", exact=True).click()
         page.wait_for_timeout(2000)
         page.screenshot(path=str(tmp_path / "dialog.png"))
         dialog = page.get_by_role("dialog").inner_text()
-        assert re.search(r"\b1 partitions?\b", dialog), dialog  # only the new family is missing
-        page.get_by_role("button", name="Launch 1 run").click()  # one partition: a run ("Launch backfill" for more)
+        assert re.search(r"\b2 partitions\b", dialog), dialog  # micro-qwen and the new micro-mini
+        page.get_by_role("button", name="Launch backfill").click()
         deadline = time.monotonic() + 1200
-        mine = dg.RunsFilter(tags={"dagster/partition": "micro-mini"})
+        while time.monotonic() < deadline and not instance.get_backfills():
+            time.sleep(1)
+        (backfill,) = instance.get_backfills()
+        page.goto(f"{url}/runs/b/{backfill.backfill_id}")
+        page.get_by_text(backfill.backfill_id).first.wait_for(timeout=60_000)  # the UI lists it as a backfill
+        mine = dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id})
+        done = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
         while time.monotonic() < deadline:
             runs = instance.get_runs(filters=mine)
-            if runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+            if len(runs) == 2 and all(r.status in done for r in runs):
                 break
             time.sleep(5)
-        (run,) = instance.get_runs(filters=mine)
-        assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "family_assets"
-        page.goto(f"{url}/runs/{run.run_id}")
-        page.get_by_text("Success").first.wait_for(timeout=60_000)
+        runs = instance.get_runs(filters=mine)
+        assert {r.tags["dagster/partition"]: r.status for r in runs} == {
+            "micro-qwen": dg.DagsterRunStatus.SUCCESS, "micro-mini": dg.DagsterRunStatus.SUCCESS}
+        assert {r.job_name for r in runs} == {"family_assets"}
         rows = pd.read_parquet(ms.store / "tables" / "native_eval" / "micro-mini.parquet")
         assert len(rows) and (rows["model_family"] == "micro-mini").all()
+        assert_same(qwen(), qwen_before)  # micro-qwen re-materialized from the cache: the same numbers
         while time.monotonic() < deadline:  # the report's automation condition refreshes it
             latest = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(["micro", "paradox_report"])), limit=1).records[0]
