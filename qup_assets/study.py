@@ -262,11 +262,15 @@ class Oracle(_Strict):
 
 class RewardModel(_Strict):
     name: str
-    kind: Literal["synthetic", "sequence_classifier", "qwen_outcome", "process"]
+    kind: Literal["synthetic", "sequence_classifier", "qwen_outcome", "process", "nemotron"]
     model: str | None = None
     trust_remote_code: bool = False
     aggregation: Literal["min", "mean", "last"] = "min"
     batch_size: int = Field(8, gt=0)
+    # padded tokens per forward pass (batches are formed longest first within it and batch_size)
+    max_batch_tokens: int = Field(16384, gt=0)
+    # the system turn before the problem; qwen_outcome and process default to their model cards' own
+    system: str | None = None
     # synthetic RMs only: how many generated problems become preference pairs, and training steps
     train_problems: int = Field(1000, gt=0)
     train_steps: int = Field(200, gt=0)

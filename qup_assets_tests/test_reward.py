@@ -126,3 +126,54 @@ def test_synthetic_rm_prefers_oracle_written_correct_solutions(tmp_path):
     oracle = rm.score([p.problem for p in test], [STYLES["oracle"].render(p.program, p.items) for p in test])
     student = rm.score([p.problem for p in test], [STYLES["qwen"].render(p.program, p.items) for p in test])
     assert sum(oracle) / 20 > sum(student) / 20  # the RM learned the Oracle's style as "quality"
+
+
+def test_nemotron_rm_reads_token_zeros_logit_after_the_conversation(tok, tmp_path):
+    """Llama-3.1-Nemotron-70B-Reward-HF's rule (its model card: the first generated position's logit of
+    token 0), on a tiny causal LM; the same score alone or in a batch of different lengths."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from qup_assets.reward.scorers import NemotronRM, rm_text
+
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(_tiny_config(Qwen2Config, tok)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    rm = open_reward_model("nemotron", tmp_path, batch_size=3)
+    assert isinstance(rm, NemotronRM)
+    scores = rm.score(PROBLEMS, SOLUTIONS)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    for p, s, got in zip(PROBLEMS, SOLUTIONS, scores):
+        ids = tok(rm_text(tok, p, s), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            assert got == pytest.approx(model(input_ids=ids).logits[0, -1, 0].item(), abs=1e-4)
+    assert [rm.score([p], [s])[0] for p, s in zip(PROBLEMS, SOLUTIONS)] == pytest.approx(scores, abs=1e-5)
+
+
+def test_batches_follow_a_token_budget_longest_first(tok, tmp_path):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    torch.manual_seed(0)
+    Qwen2ForSequenceClassification(_tiny_config(Qwen2Config, tok, num_labels=1)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    rm = open_reward_model("sequence_classifier", tmp_path, batch_size=8, max_batch_tokens=800)
+    # 400 + 390 fill one batch (2 x 400 padded tokens); the short ones share the next
+    assert rm.batches([10, 400, 30, 390, 5]) == [[1, 3], [2, 0, 4]]
+    assert open_reward_model("sequence_classifier", tmp_path, batch_size=2, max_batch_tokens=10**6).batches(
+        [1, 2, 3]) == [[2, 1], [0]]
+    long = [s * 30 for s in SOLUTIONS]  # mixed lengths, scored in budgeted batches, returned in order
+    assert rm.score(PROBLEMS * 2, SOLUTIONS + long) == pytest.approx(
+        [rm.score([p], [s])[0] for p, s in zip(PROBLEMS * 2, SOLUTIONS + long)], abs=1e-5)
+
+
+def test_qwen_math_rms_get_their_model_cards_system_turn_and_it_is_in_the_cache_key(tok, tmp_path):
+    from qup_assets.backends.fingerprint import folder_fingerprint
+    from qup_assets.reward.scorers import QWEN_MATH_SYSTEM
+
+    test_outcome_rm_through_automodel_needs_trust_remote_code(tok, tmp_path)  # builds the remote-code RM here
+    rm = open_reward_model("qwen_outcome", tmp_path, trust_remote_code=True)
+    assert rm.system == QWEN_MATH_SYSTEM and QWEN_MATH_SYSTEM in rm._texts(PROBLEMS[:1], SOLUTIONS[:1])[0]
+    own = open_reward_model("qwen_outcome", tmp_path, trust_remote_code=True, system="Judge the solution.")
+    assert "Judge the solution." in own._texts(PROBLEMS[:1], SOLUTIONS[:1])[0]
+    assert len({rm.fingerprint, own.fingerprint, folder_fingerprint(tmp_path)}) == 3

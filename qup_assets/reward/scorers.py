@@ -4,7 +4,12 @@
 - qwen_outcome:        Qwen2.5-Math-RM style, loaded with AutoModel (remote code only if the study allows it)
 - process:             Qwen2.5-Math-PRM style, steps joined with a step token, P(positive) per step,
                        aggregated by min, mean or last
-Inputs are chat-templated as the model expects (user: problem, assistant: solution), padded on the right.
+- nemotron:            Llama-3.1-Nemotron-70B-Reward-HF style: a causal LM whose reward is the logit of
+                       vocabulary token 0 at the position after the conversation (NVIDIA copied the RM head
+                       into that row of the output embedding; its model card reads scores[0][0][0])
+Inputs are chat-templated as the model expects (system if any, user: problem, assistant: solution), padded
+on the right, and batched by a token budget (longest first), not a fixed count: 4096-token traces and
+40-token ones do not share a batch shape. On a GPU the model loads in bf16 across the visible devices.
 """
 
 from __future__ import annotations
@@ -12,42 +17,78 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from qup_assets.backends.base import stable_hash
 from qup_assets.backends.fingerprint import folder_fingerprint
 
 
-def rm_text(tokenizer, problem: str, solution: str) -> str:
+# The system turn Qwen2.5-Math-RM-72B's and -PRM's model cards put before the problem.
+QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def rm_text(tokenizer, problem: str, solution: str, system: str | None = None) -> str:
     if getattr(tokenizer, "chat_template", None):
+        turns = [{"role": "system", "content": system}] if system else []
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": problem}, {"role": "assistant", "content": solution}], tokenize=False)
-    return f"{problem}\n\n{solution}"
+            turns + [{"role": "user", "content": problem}, {"role": "assistant", "content": solution}], tokenize=False)
+    return f"{system}\n\n{problem}\n\n{solution}" if system else f"{problem}\n\n{solution}"
+
+
+def load_kwargs() -> dict:
+    """bf16 spread over the visible GPUs (a 72B RM needs several), float32 on CPU."""
+    import torch
+
+    return {"dtype": torch.bfloat16, "device_map": "auto"} if torch.cuda.is_available() else {}
 
 
 class _Base:
-    def __init__(self, model_dir: str | Path, batch_size: int = 8, trust_remote_code: bool = False):
+    default_system: str | None = None
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 8, trust_remote_code: bool = False,
+                 system: str | None = None, max_batch_tokens: int = 16384, max_length: int = 4096):
         from transformers import AutoTokenizer
 
         self.model_dir = str(model_dir)
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_length = max_length
         self.trust_remote_code = trust_remote_code
+        self.system = system if system is not None else self.default_system
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.fingerprint = folder_fingerprint(self.model_dir)
+        # the system turn is part of what is scored, so part of the cache key
+        fp = folder_fingerprint(self.model_dir)
+        self.fingerprint = stable_hash(fp, "system", self.system) if self.system else fp
 
     def _texts(self, problems: Sequence[str], solutions: Sequence[str]) -> list[str]:
-        return [rm_text(self.tokenizer, p, s) for p, s in zip(problems, solutions)]
+        return [rm_text(self.tokenizer, p, s, self.system) for p, s in zip(problems, solutions)]
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Positions grouped longest first, each batch within max_batch_tokens (padded) and batch_size."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        out: list[list[int]] = []
+        for i in order:
+            if out and len(out[-1]) < self.batch_size and (len(out[-1]) + 1) * lengths[out[-1][0]] <= self.max_batch_tokens:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
 
     def score(self, problems: Sequence[str], solutions: Sequence[str]) -> list[float]:
         import torch
 
-        texts = self._texts(problems, solutions)
-        out: list[float] = []
+        ids = self.tokenizer(self._texts(problems, solutions), truncation=True, max_length=self.max_length,
+                             add_special_tokens=False)["input_ids"]
+        out: list[float] = [float("nan")] * len(ids)
+        device = getattr(self.model, "device", None)
         with torch.inference_mode():
-            for lo in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=4096, add_special_tokens=False)
-                out.extend(self._batch_scores(enc))
+            for batch in self.batches([len(x) for x in ids]):
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+                if device is not None:
+                    enc = {k: v.to(device) for k, v in enc.items()}
+                for i, v in zip(batch, self._batch_scores(enc)):
+                    out[i] = v
         return out
 
 
@@ -56,7 +97,8 @@ class SequenceClassifierRM(_Base):
         super().__init__(*a, **k)
         from transformers import AutoModelForSequenceClassification
 
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.model_dir, trust_remote_code=self.trust_remote_code, **load_kwargs()).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
 
@@ -65,13 +107,17 @@ class SequenceClassifierRM(_Base):
 
 
 class OutcomeRM(_Base):
-    """AutoModel whose first output is the reward: [B], [B, 1], or per-token [B, T(, 1)] read at the last token."""
+    """AutoModel whose first output is the reward: [B], [B, 1], or per-token [B, T(, 1)] read at the last token.
+    Its system turn defaults to the one Qwen2.5-Math-RM-72B's model card uses."""
+
+    default_system = QWEN_MATH_SYSTEM
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         from transformers import AutoModel
 
-        self.model = AutoModel.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code).eval()
+        self.model = AutoModel.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code,
+                                               **load_kwargs()).eval()
 
     def _batch_scores(self, enc) -> list[float]:
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
@@ -88,6 +134,8 @@ class OutcomeRM(_Base):
 
 
 class ProcessRM(_Base):
+    default_system = QWEN_MATH_SYSTEM
+
     def __init__(self, *a, aggregation: str = "min", step_token: str = "<extra_0>", **k):
         super().__init__(*a, **k)
         from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
@@ -95,7 +143,8 @@ class ProcessRM(_Base):
         config = AutoConfig.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code)
         archs = config.architectures or []
         cls = AutoModelForTokenClassification if any(a.endswith("ForTokenClassification") for a in archs) else AutoModel
-        self.model = cls.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code).eval()
+        self.model = cls.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code,
+                                         **load_kwargs()).eval()
         self.aggregation = aggregation
         self.step_token = step_token
         self.step_id = self.tokenizer.convert_tokens_to_ids(step_token)
@@ -110,7 +159,7 @@ class ProcessRM(_Base):
         return steps or [solution]
 
     def _texts(self, problems, solutions):
-        return [rm_text(self.tokenizer, p, "".join(s + self.step_token for s in self.split_steps(sol)))
+        return [rm_text(self.tokenizer, p, "".join(s + self.step_token for s in self.split_steps(sol)), self.system)
                 for p, sol in zip(problems, solutions)]
 
     def _batch_scores(self, enc) -> list[float]:
@@ -133,12 +182,32 @@ class ProcessRM(_Base):
         return scores
 
 
+class NemotronRM(_Base):
+    """A causal LM whose reward is the logit of token 0 after the conversation (Llama-3.1-Nemotron-70B-Reward-HF)."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code,
+                                                          **load_kwargs()).eval()
+
+    def _batch_scores(self, enc) -> list[float]:
+        logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        last = enc["attention_mask"].sum(-1) - 1
+        return logits[range(len(last)), last, 0].float().tolist()
+
+
 def open_reward_model(kind: str, model_dir: str | Path, batch_size: int = 8, trust_remote_code: bool = False,
-                      aggregation: str = "min"):
+                      aggregation: str = "min", system: str | None = None, max_batch_tokens: int = 16384):
+    common = dict(batch_size=batch_size, trust_remote_code=trust_remote_code, system=system,
+                  max_batch_tokens=max_batch_tokens)
     if kind in ("synthetic", "sequence_classifier"):
-        return SequenceClassifierRM(model_dir, batch_size=batch_size, trust_remote_code=trust_remote_code)
+        return SequenceClassifierRM(model_dir, **common)
     if kind == "qwen_outcome":
-        return OutcomeRM(model_dir, batch_size=batch_size, trust_remote_code=trust_remote_code)
+        return OutcomeRM(model_dir, **common)
     if kind == "process":
-        return ProcessRM(model_dir, batch_size=batch_size, trust_remote_code=trust_remote_code, aggregation=aggregation)
+        return ProcessRM(model_dir, aggregation=aggregation, **common)
+    if kind == "nemotron":
+        return NemotronRM(model_dir, **common)
     raise ValueError(f"unknown reward model kind {kind!r}")
