@@ -303,6 +303,28 @@ class Lora(_Strict):
     dropout: float = Field(0.05, ge=0, lt=1)
 
 
+class Distributed(_Strict):
+    """How `accelerate launch` spreads one fine-tuning job (training.launcher: accelerate). ddp: a full copy
+    per device (up to ~1.5B on 80 GB); fsdp: parameters, gradients and optimizer state fully sharded, bf16,
+    activation checkpointing (a 7B full fine-tune on 8 x 80 GB); deepspeed_zero3: the same through DeepSpeed
+    (needs `pip install deepspeed`). Several machines: the same study on each, machine_rank 0..N-1."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed_zero3"] = "ddp"
+    num_machines: int = Field(1, ge=1)
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int = Field(29500, gt=0, lt=65536)
+    activation_checkpointing: bool = True  # fsdp and deepspeed_zero3
+
+    @model_validator(mode="after")
+    def _machines(self):
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("several machines need main_process_ip (the address of machine_rank 0)")
+        return self
+
+
 class Training(_Strict):
     """Fine-tuning on each variant (paper: lr 5e-5, batch 256, 1 epoch; SFT and DFT)."""
 
@@ -318,7 +340,17 @@ class Training(_Strict):
     lora: Lora | None = None
     seed: int = 0
     launcher: Literal["in_process", "accelerate"] = "in_process"
-    num_processes: int = Field(1, gt=0)
+    num_processes: int = Field(1, gt=0)  # in all, over every machine
+    distributed: Distributed = Distributed()
+
+    @model_validator(mode="after")
+    def _sharded_without_lora(self):
+        if self.lora and self.distributed.strategy != "ddp":
+            raise ValueError("lora is merged on one process after training: use distributed.strategy ddp with it")
+        if self.num_processes % self.distributed.num_machines:
+            raise ValueError(f"num_processes {self.num_processes} must split evenly over "
+                             f"{self.distributed.num_machines} machines")
+        return self
 
 
 class Evaluation(_Strict):

@@ -172,3 +172,44 @@ def test_checkpoints_asset_trains_on_two_processes_with_accelerate(micro_study, 
     assert (launched["eos_rate"] > 0).all()
     for path in launched["path"]:
         assert json.loads((Path(path) / "qup_training.json").read_text())["job"]["objective"] in {"sft", "dft"}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero3"])
+def test_the_accelerate_configuration_is_what_accelerate_launch_reads(strategy, tmp_path):
+    """The study's training.distributed becomes the --config_file that `accelerate launch` parses (its own
+    parser and validation, nothing launched): strategy, devices and machines as the study says."""
+    import yaml
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    from qup_assets.study import Distributed
+    from qup_assets.training.launch import accelerate_config
+
+    d = Distributed(strategy=strategy, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1")
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(accelerate_config(16, d, cuda=True)))
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "qup_assets.training.launch", "x"])
+    args, _, _ = _validate_launch_command(args)
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (16, 2, 1)
+    assert (args.main_process_ip, args.main_process_port, args.mixed_precision) == ("10.0.0.1", 29500, "bf16")
+    assert (args.multi_gpu, args.use_fsdp, args.use_deepspeed) == {
+        "ddp": (True, False, False), "fsdp": (False, True, False), "deepspeed_zero3": (False, False, True)}[strategy]
+    if strategy == "fsdp":
+        assert args.fsdp_sharding_strategy == "FULL_SHARD" and args.fsdp_activation_checkpointing
+        assert args.fsdp_state_dict_type == "FULL_STATE_DICT"  # rank 0 saves whole weights
+    if strategy == "deepspeed_zero3":
+        assert args.zero_stage == 3 and args.zero3_save_16bit_model
+    one = accelerate_config(1, Distributed(), cuda=False)  # one process on CPU: no distributed launcher at all
+    assert one["distributed_type"] == "NO" and one["mixed_precision"] == "no"
+
+
+def test_bad_distributed_settings_fail_at_load(tmp_path):
+    from qup_assets.study import Distributed, Training
+
+    with pytest.raises(ValueError, match="main_process_ip"):
+        Distributed(num_machines=2)
+    with pytest.raises(ValueError, match="machine_rank 2 must be below"):
+        Distributed(num_machines=2, machine_rank=2, main_process_ip="h")
+    with pytest.raises(ValueError, match="lora is merged on one process"):
+        Training(lora={"r": 8}, distributed={"strategy": "fsdp"})
+    with pytest.raises(ValueError, match="split evenly"):
+        Training(num_processes=3, distributed={"num_machines": 2, "main_process_ip": "h"})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import yaml
 
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
@@ -32,6 +33,7 @@ from qup_assets.training.finetune import (
     records_hash,
     stops_with_eos,
 )
+from qup_assets.training.launch import accelerate_config
 
 CHECKPOINT_COLUMNS = [
     "model_family", "objective", "lr", "batch_size", "path", "examples", "dropped_overlength", "steps",
@@ -62,14 +64,15 @@ def _run_accelerate(context: dg.AssetExecutionContext, job: FinetuneJob, records
     (job_dir / "job.json").write_text(json.dumps(asdict(job)))
     (job_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (job_dir / "result.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(training.num_processes)]
+    cuda = _cuda_available()
+    (job_dir / "accelerate.yaml").write_text(
+        yaml.safe_dump(accelerate_config(training.num_processes, training.distributed, cuda)))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(job_dir / "accelerate.yaml")]
     env = dict(os.environ)
-    if training.num_processes > 1:
-        # accelerate's torchrun launcher; without GPUs it runs the ranks on the CPU with gloo when told to
-        # (its own multi-CPU launcher needs mpirun).
-        cmd += ["--multi_gpu"]
-        if not _cuda_available():
-            env["ACCELERATE_USE_CPU"] = "true"
+    if training.num_processes > 1 and not cuda:
+        # accelerate's torchrun launcher runs the ranks on the CPU with gloo when told to (its own
+        # multi-CPU launcher needs mpirun)
+        env["ACCELERATE_USE_CPU"] = "true"
     cmd += ["-m", "qup_assets.training.launch", str(job_dir)]
     # A Pipes session rather than PipesSubprocessClient: the asset returns its table through the IO manager,
     # while the launched ranks only stream logs (rank 0) into this run's log.

@@ -228,6 +228,9 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
     trained = trainer.train()
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     main = trainer.accelerator.is_main_process if is_main is None else is_main
+    # FSDP and ZeRO-3 shard the weights: every rank takes part in gathering them, the main process saves them
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
+    state = trainer.accelerator.get_state_dict(trainer.model) if sharded else None
     result = FinetuneResult(
         path=str(out), objective=job.objective, lr=job.lr, batch_size=job.batch_size, examples=len(records),
         steps=int(trainer.state.global_step), tokens_trained=int(completion_tokens(tok, records) * job.epochs),
@@ -242,7 +245,7 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
         final.generation_config.pad_token_id = tok.pad_token_id
 
         def save(tmp):
-            final.save_pretrained(tmp)
+            final.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
             tok.save_pretrained(tmp)
             (Path(tmp) / "qup_training.json").write_text(
                 json.dumps({"job": asdict(job), "result": asdict(result)}, indent=2, sort_keys=True))

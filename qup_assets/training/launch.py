@@ -15,6 +15,31 @@ from pathlib import Path
 from qup_assets.training.finetune import FinetuneJob, finetune
 
 
+def accelerate_config(num_processes: int, distributed, cuda: bool) -> dict:
+    """The `accelerate launch --config_file` contents for a study's training section (study.Distributed)."""
+    d = distributed
+    cfg = {"compute_environment": "LOCAL_MACHINE", "num_processes": num_processes, "num_machines": d.num_machines,
+           "machine_rank": d.machine_rank, "mixed_precision": "bf16" if cuda else "no", "use_cpu": False,
+           "rdzv_backend": "static", "same_network": True, "main_training_function": "main", "debug": False}
+    if d.num_machines > 1:
+        cfg.update(main_process_ip=d.main_process_ip, main_process_port=d.main_process_port)
+    if d.strategy == "ddp":
+        cfg["distributed_type"] = "MULTI_GPU" if num_processes > 1 or d.num_machines > 1 else "NO"
+    elif d.strategy == "fsdp":
+        cfg["distributed_type"] = "FSDP"
+        cfg["fsdp_config"] = {
+            "fsdp_sharding_strategy": "FULL_SHARD", "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_backward_prefetch": "BACKWARD_PRE", "fsdp_state_dict_type": "FULL_STATE_DICT",
+            "fsdp_offload_params": False, "fsdp_use_orig_params": True, "fsdp_sync_module_states": True,
+            "fsdp_cpu_ram_efficient_loading": True, "fsdp_activation_checkpointing": d.activation_checkpointing}
+    else:
+        cfg["distributed_type"] = "DEEPSPEED"
+        cfg["deepspeed_config"] = {"zero_stage": 3, "zero3_init_flag": True, "zero3_save_16bit_model": True,
+                                   "offload_optimizer_device": "none", "offload_param_device": "none",
+                                   "gradient_clipping": 1.0}
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     job_dir = Path((argv if argv is not None else sys.argv[1:])[0])
     job = FinetuneJob(**json.loads((job_dir / "job.json").read_text()))
