@@ -339,6 +339,9 @@ class Training(_Strict):
     grid: Grid | None = None
     lora: Lora | None = None
     seed: int = 0
+    # a step checkpoint every N optimizer steps in the checkpoint's temp folder, so a killed run resumes
+    # there instead of from step 0 (0: none; worth it when one training run takes hours)
+    save_steps: int = Field(0, ge=0)
     launcher: Literal["in_process", "accelerate"] = "in_process"
     num_processes: int = Field(1, gt=0)  # in all, over every machine
     distributed: Distributed = Distributed()

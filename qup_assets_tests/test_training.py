@@ -213,3 +213,71 @@ def test_bad_distributed_settings_fail_at_load(tmp_path):
         Training(lora={"r": 8}, distributed={"strategy": "fsdp"})
     with pytest.raises(ValueError, match="split evenly"):
         Training(num_processes=3, distributed={"num_machines": 2, "main_process_ip": "h"})
+
+
+_KILLABLE = """
+import json, sys
+from qup_assets.training.finetune import FinetuneJob, finetune
+job = FinetuneJob(**json.loads(sys.argv[1]))
+finetune(job, json.loads(open(sys.argv[2]).read()), log=lambda m: None)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_training_run_killed_mid_way_resumes_from_its_step_checkpoint(tiny_model_dir, tmp_path):
+    """training.save_steps: the run is SIGKILLed after a step checkpoint; the next run continues from it and
+    ends with the weights of an uninterrupted run with the same seed (data order, optimizer, scheduler and
+    RNG state all restored)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from dataclasses import asdict
+
+    import torch
+    from safetensors.torch import load_file
+
+    from qup_assets.training.finetune import _work_dir
+
+    ids, problems, comps, _ = synthetic_traces(48)
+    data = build_training_set(_tok(tiny_model_dir), Prompt(), ids, problems, comps, 512)
+    (tmp_path / "records.json").write_text(json.dumps(data.records))
+    common = dict(batch_size=4, micro_batch_size=4, epochs=2, save_steps=4, data_hash="d")  # 24 steps
+    whole = finetune(_job(tiny_model_dir, tmp_path / "whole", **common), data.records, log=lambda m: None)
+    assert whole.steps == 24
+
+    job = _job(tiny_model_dir, tmp_path / "killed", **common)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, json.dumps(asdict(job)), str(tmp_path / "records.json")],
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    work = _work_dir(job)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and not (work / "checkpoint-12").is_dir():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not Path(job.out_dir).exists(), "killed before it finished"
+    done = sorted(int(p.name.split("-")[1]) for p in work.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    assert done and 4 <= done[-1] < 24, done
+    (work / "checkpoint-20").mkdir(exist_ok=True)  # as if killed while writing it: no trainer_state.json yet
+    (work / "checkpoint-20" / "config.json").write_text("{}")
+
+    said = []
+    resumed = finetune(job, data.records, log=said.append)
+    assert any(f"resuming from checkpoint-{done[-1]} " in m for m in said), said
+    assert not any(f"step {k}/24 " in m for m in said for k in range(1, done[-1] + 1)), said  # not trained again
+    assert resumed.steps == 24 and [s for s, _ in resumed.loss_curve] == list(range(1, 25))
+    a, b = load_file(Path(whole.path) / "model.safetensors"), load_file(Path(resumed.path) / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert not work.exists()  # the temp folder and its step checkpoints are gone once published
+
+    # a different job in the same place never resumes from another job's checkpoints
+    from qup_assets.training.finetune import resume_point
+
+    other = _job(tiny_model_dir, tmp_path / "killed", **{**common, "lr": 1e-3})
+    work.mkdir(parents=True)
+    (work / "qup_job.json").write_text(json.dumps(asdict(job)))
+    (work / "checkpoint-8").mkdir()
+    assert resume_point(other) is None and not (work / "checkpoint-8").exists()

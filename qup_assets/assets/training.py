@@ -145,7 +145,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
                               lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
                               max_length=tr.max_length, seed=tr.seed,
                               lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code,
-                              data_hash=data_hash)
+                              data_hash=data_hash, save_steps=tr.save_steps)
             res = finished_result(job)
             if res is not None:
                 reused += 1

@@ -40,6 +40,12 @@ class FinetuneJob:
     lora: dict | None = None
     trust_remote_code: bool = False
     data_hash: str = ""  # of the training records and the base model: a finished identical job is reused
+    save_steps: int = 0  # a step checkpoint (model, optimizer, RNG, data position) every N steps; 0: none
+
+
+def _identity(job: dict) -> dict:
+    """What makes two jobs the same training (step checkpoints change where it can resume, not its result)."""
+    return {k: v for k, v in job.items() if k != "save_steps"}
 
 
 def records_hash(records: Sequence[dict], base_model_fingerprint: str) -> str:
@@ -61,7 +67,7 @@ def finished_result(job: FinetuneJob) -> "FinetuneResult | None":
         saved = json.loads(meta.read_text())
     except ValueError:
         return None
-    if saved.get("job") != asdict(job) or "result" not in saved:
+    if _identity(saved.get("job") or {}) != _identity(asdict(job)) or "result" not in saved:
         return None
     return FinetuneResult.from_dict(saved["result"])
 
@@ -164,7 +170,10 @@ def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
         seed=job.seed,
         data_seed=job.seed,
         logging_steps=1,
-        save_strategy="no",
+        # step checkpoints go to the job's temp folder, the latest one only (at 7B one holds ~100 GB of state)
+        save_strategy="steps" if job.save_steps else "no",
+        save_steps=job.save_steps or 500,
+        save_total_limit=1,
         report_to="none",
         disable_tqdm=True,
         use_cpu=not cuda,
@@ -216,16 +225,43 @@ def _work_dir(job: FinetuneJob) -> Path:
     return out.parent / f".{out.name}.trainer"
 
 
+def resume_point(job: FinetuneJob, is_main: bool | None = True) -> str | None:
+    """The last step checkpoint of this same job in its temp folder (a run killed mid-training), or None.
+    A temp folder left by a different job (other data, settings or base model) is emptied first."""
+    work = _work_dir(job)
+    marker = work / "qup_job.json"
+    same = marker.is_file() and _identity(json.loads(marker.read_text())) == _identity(asdict(job))
+    if not same:
+        if is_main is not False:  # rank 0 owns the folder; the other ranks only read it
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(asdict(job), sort_keys=True))
+        return None
+    if not job.save_steps:
+        return None
+    # a kill while a step checkpoint was being written leaves it without trainer_state.json (written last,
+    # before the older checkpoint is rotated away): resume from the newest complete one
+    done = sorted((p for p in work.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                  key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    return next((str(p) for p in done if (p / "trainer_state.json").is_file()), None)
+
+
 def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print,
              is_main: bool | None = None) -> FinetuneResult:
     """Train, then publish the model folder atomically (main process only) and return what happened."""
     from qup_assets.storage.tables import publish_model_dir
 
     started = time.monotonic()
+    out, work = Path(job.out_dir), _work_dir(job)
+    resume = resume_point(job, is_main)
     trainer = build_trainer(job, records, log)
     tok = trainer.processing_class
-    out, work = Path(job.out_dir), _work_dir(job)
-    trained = trainer.train()
+    if resume:
+        log(f"{job.objective} lr={job.lr:g} bs={job.batch_size}: resuming from {Path(resume).name} "
+            "(a step checkpoint of this same job)")
+    trained = trainer.train(resume_from_checkpoint=resume)
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     main = trainer.accelerator.is_main_process if is_main is None else is_main
     # FSDP and ZeRO-3 shard the weights: every rank takes part in gathering them, the main process saves them
