@@ -64,6 +64,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_sampling.py
 	$(BIN)/python bench/bench_quality.py
 	$(BIN)/python bench/bench_cache.py
+	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_parallel.py
 	$(BIN)/python bench/bench_study.py
 	$(BIN)/python bench/bench_launcher.py
