@@ -271,6 +271,9 @@ class RewardModel(_Strict):
     max_batch_tokens: int = Field(16384, gt=0)
     # the system turn before the problem; qwen_outcome and process default to their model cards' own
     system: str | None = None
+    # transformers (any kind), or vLLM's pooling runner (sequence_classifier, qwen_outcome) with engine settings
+    backend: Literal["transformers", "vllm"] = "transformers"
+    engine: Engine = Engine()
     # synthetic RMs only: how many generated problems become preference pairs, and training steps
     train_problems: int = Field(1000, gt=0)
     train_steps: int = Field(200, gt=0)
@@ -279,6 +282,10 @@ class RewardModel(_Strict):
     def _needs_model(self):
         if self.kind != "synthetic" and not self.model:
             raise ValueError(f"a '{self.kind}' reward model needs model (a local folder or HF id)")
+        if self.backend == "vllm" and self.kind in ("process", "nemotron"):
+            raise ValueError(f"a '{self.kind}' reward model has no vLLM path here: use backend transformers")
+        if self.backend != "vllm" and "engine" in self.model_fields_set:
+            raise ValueError("engine settings are for backend vllm")
         return self
 
 

@@ -81,6 +81,8 @@ BAD = {
                                  "max_num_batched_tokens"]),
     "engine_typo": (MINIMAL + "    backend: {kind: vllm, engine: {tensor_parallel: 2}}\n",
                     ["families.fam-a.backend.engine.tensor_parallel", "unknown key"]),
+    "process_rm_on_vllm": (MINIMAL + "reward_models: [{name: prm, kind: process, model: x, backend: vllm}]\n",
+                           ["reward_models.0", "no vLLM path here"]),
     "engine_on_transformers": (MINIMAL + "    backend: {kind: transformers, engine: {max_model_len: 512}}\n",
                                ["engine settings are for the vllm backend"]),
     "not_yaml": ("name: [unclosed\n", ["not valid YAML"]),

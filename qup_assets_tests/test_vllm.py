@@ -198,3 +198,71 @@ def test_a_prompt_longer_than_the_servers_context_is_a_recorded_completion(serve
     out = lm.sample([Request(long_prompt), Request("Ava has 2 coins.")], SamplingParams(max_tokens=4))
     assert out[0].finish_reason == "prompt_too_long" and out[0].text == ""
     assert out[1].finish_reason in {"stop", "length"} and out[1].n_tokens > 0  # the others still go through
+
+
+RM_PROBLEMS = ["Mia has 3 apples. Then Mia buys 2 more apples. How many?"] * 3
+RM_SOLUTIONS = ["3 + 2 = 5. The answer is $\\boxed{5}$.", "3 + 2 = 6, so $\\boxed{6}$", "We add: 5"]
+
+
+def _tiny_config(tok, **kw):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
+                       max_position_embeddings=512, **kw)
+
+
+def test_a_sequence_classifier_rm_scores_the_same_through_vllm_and_transformers(tiny_model_dir, tmp_path):
+    """Skywork-style RMs on vLLM's pooling runner (the raw logit, no activation) agree with the transformers
+    scorer on the same texts and token ids."""
+    _require_vllm()
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForSequenceClassification
+
+    from qup_assets.reward.scorers import open_reward_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    Qwen2ForSequenceClassification(_tiny_config(tok, num_labels=1)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    hf = open_reward_model("sequence_classifier", tmp_path).score(RM_PROBLEMS, RM_SOLUTIONS)
+    v = open_reward_model("sequence_classifier", tmp_path, backend="vllm",
+                          engine_args={"max_model_len": 512, "enforce_eager": True})
+    assert v.score(RM_PROBLEMS, RM_SOLUTIONS) == pytest.approx(hf, abs=1e-4)
+    assert len(set(round(x, 6) for x in hf)) == 3  # three different scores, not one constant
+
+
+def test_an_outcome_rm_like_qwen_math_rm_72b_scores_its_last_token_through_vllm(tiny_model_dir, tmp_path):
+    """A tiny `Qwen2ForRewardModel` (Qwen2.5-Math-RM-72B's architecture in vLLM: the model, then
+    Linear-ReLU-Linear per token) built here; vLLM's reward at the last token equals that head computed by
+    hand on the same token ids, with the model card's system turn in the text."""
+    _require_vllm()
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2Model
+
+    from qup_assets.reward.scorers import QWEN_MATH_SYSTEM, open_reward_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg = _tiny_config(tok, num_labels=1)
+    torch.manual_seed(0)
+    body, h = Qwen2Model(cfg).eval(), cfg.hidden_size
+    head = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 1)).eval()
+    weights = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
+    weights.update({f"score.{k}": v.contiguous() for k, v in head.state_dict().items()})
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    cfg.architectures = ["Qwen2ForRewardModel"]
+    cfg.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    rm = open_reward_model("qwen_outcome", tmp_path, backend="vllm", engine_args={"max_model_len": 512, "enforce_eager": True})
+    got = rm.score(RM_PROBLEMS, RM_SOLUTIONS)
+    texts = [t for t in (rm.tokenizer.apply_chat_template(
+        [{"role": "system", "content": QWEN_MATH_SYSTEM}, {"role": "user", "content": p}, {"role": "assistant", "content": s}],
+        tokenize=False) for p, s in zip(RM_PROBLEMS, RM_SOLUTIONS))]
+    with torch.inference_mode():
+        want = [head(body(input_ids=tok(t, return_tensors="pt", add_special_tokens=False)["input_ids"]).last_hidden_state)[0, -1, 0].item()
+                for t in texts]
+    assert got == pytest.approx(want, abs=1e-4)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["Qwen2ForRewardModel"]

