@@ -8,7 +8,7 @@ STUDY ?= $(or $(QUP_STUDY),tiny)
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install study test test-fast dev plan bench clean
+.PHONY: install study test test-fast dev plan bench gpu-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_parallel.py
 	$(BIN)/python bench/bench_study.py
 	$(BIN)/python bench/bench_launcher.py
+
+# On one CUDA GPU: a paper-shaped study in minutes, per-stage throughput, GPU memory back to baseline after
+# every step (bench/gpu_smoke.py). Exits 2 on a machine without CUDA.
+gpu-smoke: $(VENV)/.installed
+	$(BIN)/python bench/gpu_smoke.py
 
 clean:
 	rm -rf data/store $(DAGSTER_HOME)

@@ -107,3 +107,26 @@ def test_bad_study_files_fail_clearly(tmp_path, case):
 def test_unknown_study_name_lists_known():
     with pytest.raises(StudyError, match="known studies: .*micro"):
         load_study("no-such-study")
+
+
+def test_the_gpu_smoke_study_is_valid_and_the_check_refuses_a_machine_without_cuda(tmp_path):
+    """bench/gpu_smoke.py (make gpu-smoke): its study loads (paper's executor, one ~0.3B student), and on a
+    machine without CUDA it says so and exits 2 before anything runs."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from qup_assets.study import REPO_ROOT
+
+    path = REPO_ROOT / "bench" / "gpu_smoke.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke", path)
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    (tmp_path / "gpu_smoke.yaml").write_text(smoke.smoke_study())
+    s = load_study(str(tmp_path / "gpu_smoke.yaml"))
+    (fam,) = s.families.values()
+    assert s.executor == "multiprocess" and (fam.student.hidden_size, fam.student.num_layers) == (1024, 24)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert out.returncode == 2 and "needs a CUDA GPU" in out.stderr and "Nothing was run" in out.stderr
