@@ -286,3 +286,16 @@ def test_math500_like_loads_with_the_paper_field_map(verifier):
     assert list(ps.rows["answer"]) == ["6", "6", "\\frac{1}{2}", "(0,1)"]
     assert list(zip(ps.rejected["row"], ps.rejected["reason"])) == [(4, NO_GOLD)]
     assert ps.rows["reference_solution"].str.contains("\\boxed{", regex=False).all()
+
+
+def test_a_list_valued_gold_is_a_multi_answer_item(verifier):
+    """OlympiadBench's final_answer lists: every part is needed, in any order; one part alone is wrong."""
+    import numpy as np
+
+    from qup_assets.problems.sources import _gold_answer
+
+    gold = _gold_answer(np.array(["$1$", "$3$"], dtype=object), None)
+    assert gold == "1, 3"
+    got = verifier.verify_many([(gold, "so \\boxed{3, 1}"), (gold, "so \\boxed{1, 3}"), (gold, "so \\boxed{1}"),
+                                (gold, "so \\boxed{1, 3, 5}")])
+    assert [r.correct for r in got] == [True, True, False, False]
