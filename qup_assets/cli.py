@@ -319,10 +319,56 @@ def cmd_sql(args) -> int:
 def cmd_verify(args) -> int:
     from qup_assets.mathcore.verify import VerifierPool
 
+    if args.file:
+        return _verify_file(args)
+    if args.gold is None or args.prediction is None:
+        print("qup verify: give GOLD and PREDICTION, or --file PAIRS.jsonl", file=sys.stderr)
+        return 2
     with VerifierPool(workers=1, timeout=args.timeout) as pool:
         res = pool.verify(args.gold, args.prediction)
     print(json.dumps(res.to_dict(), ensure_ascii=False))
     return 0 if res.correct else 1
+
+
+def _verify_file(args) -> int:
+    """One JSON line per pair of a JSONL file ({"gold", "pred", optional "id"}), then a summary line; a bad
+    line is reported with its number and skipped, never a crash."""
+    from collections import Counter
+
+    from qup_assets.mathcore.verify import VerifierPool
+
+    path = Path(args.file)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        print(f"qup verify: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return 2
+    pairs, meta, skipped = [], [], 0
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            missing = [k for k in ("gold", "pred") if not isinstance(row.get(k), (str, int, float))
+                       or isinstance(row.get(k), bool)]
+            if missing:
+                raise ValueError(f"needs string fields gold and pred (missing or not text: {', '.join(missing)})")
+        except ValueError as e:
+            skipped += 1
+            print(json.dumps({"line": n, "skipped": str(e)[:200]}))
+            continue
+        pairs.append((str(row["gold"]), str(row["pred"])))
+        meta.append({"line": n, **({"id": row["id"]} if isinstance(row.get("id"), (str, int)) else {})})
+    with VerifierPool(workers=2, timeout=args.timeout) as pool:
+        results = pool.verify_many(pairs)
+    for m, r in zip(meta, results):
+        print(json.dumps({**m, **r.to_dict()}, ensure_ascii=False))
+    verdicts = Counter(r.verdict for r in results)
+    print(json.dumps({"summary": {"pairs": len(results), "correct": sum(r.correct for r in results),
+                                  "verdicts": dict(sorted(verdicts.items())), "skipped_lines": skipped}}))
+    return 0
 
 
 # ---------------------------------------------------------------- entry point
@@ -375,9 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.set_defaults(fn=cmd_sql)
 
-    v = sub.add_parser("verify", help="extract and verify an answer; prints JSON")
-    v.add_argument("gold")
-    v.add_argument("prediction")
+    v = sub.add_parser("verify", help="extract and verify an answer (or a JSONL file of pairs); prints JSON")
+    v.add_argument("gold", nargs="?")
+    v.add_argument("prediction", nargs="?")
+    v.add_argument("--file", help="JSONL with gold, pred and optional id per line: one JSON line per pair, then a summary")
     v.add_argument("--timeout", type=float, default=5.0)
     v.set_defaults(fn=cmd_verify)
     return p

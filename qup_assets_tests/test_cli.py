@@ -76,6 +76,29 @@ def test_plan_sizes_the_paper_study(isolated, capsys):
     assert re.search(r"all stages, all families +[\d,]+ h", out)
 
 
+def test_qup_verify_checks_a_file_of_disputed_pairs_and_skips_bad_lines(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join([
+        json.dumps({"id": "a", "gold": "1/2", "pred": "so \\boxed{\\frac{2}{4}}"}),
+        json.dumps({"id": "b", "gold": "3", "pred": "the answer is \\boxed{4}"}),
+        "{not json",
+        json.dumps({"id": "c", "gold": "3"}),
+        json.dumps(["gold", "pred"]),
+        json.dumps({"id": 7, "gold": 12, "pred": "\\boxed{9^9^9^9}"}),  # hostile: rejected, not computed
+        "",
+    ]))
+    assert main(["verify", "--file", str(pairs)]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = {r["id"]: r for r in out if "id" in r}
+    assert rows["a"]["verdict"] == "correct" and rows["b"]["verdict"] == "wrong" and rows[7]["verdict"] == "rejected"
+    assert [r["line"] for r in out if "skipped" in r] == [3, 4, 5]
+    assert "gold and pred" in out[1]["skipped"]
+    assert out[-1]["summary"] == {"pairs": 3, "correct": 1, "verdicts": {"correct": 1, "rejected": 1, "wrong": 1},
+                                  "skipped_lines": 3}
+    assert main(["verify", "--file", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_qup_verify_prints_json(capsys):
     assert main(["verify", "1/2", "so \\boxed{\\frac{2}{4}}"]) == 0
     res = json.loads(capsys.readouterr().out)
