@@ -16,6 +16,7 @@ from qup_assets.assets.partitions import family_partitions
 from qup_assets.assets.resources import ACCELERATOR_TAG, GPU_STEPS_PER_RUN, StudyResource
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.backends.base import stable_hash
+from qup_assets.mathcore.extract import CHECKER_VERSION
 from qup_assets.storage.io_manager import StoreIOManager
 from qup_assets.storage.namespace import check_claim
 from qup_assets.storage.tables import study_store
@@ -24,15 +25,16 @@ from qup_assets.study import STUDIES_DIR, Study, load_study, resolve_study_path,
 MODULES = [problems, students, variants, quality, training, report]
 
 # The study sections each asset reads directly; a change there changes the asset's code version, so
-# the UI shows it (and, through lineage, everything downstream) as stale. Per-family settings are left
+# the UI shows it (and, through lineage, everything downstream) as stale. Assets that verify answers also
+# carry the checker's version (mathcore/extract.py CHECKER_VERSION). Per-family settings are left
 # out on purpose: a code version is per asset, and adding a family must not make the others look stale.
 STUDY_INPUTS = {
     "problem_pool": ("problems", "verification"),
     "benchmarks": ("benchmarks", "verification"),
     "native_samples": ("sampling", "verification"),
-    "native_traces": ("sampling",),
+    "native_traces": ("sampling", "verification"),
     "reward_model": ("reward_models",),
-    **{f"{v}_traces": ("oracle",) for v in variants.VARIANTS},
+    **{f"{v}_traces": ("oracle", "verification") for v in variants.VARIANTS},
     **{f"{v}_rewards": ("reward_models",) for v in quality.ALL_VARIANTS},
     **{f"{v}_checkpoints": ("training",) for v in quality.ALL_VARIANTS},
     **{f"{v}_eval": ("evaluation", "verification", "training") for v in quality.ALL_VARIANTS},
@@ -51,7 +53,10 @@ def study_assets(study: Study, prefix: bool = True) -> list[dg.AssetsDefinition]
         changes = {"partitions_def": families} if spec.partitions_def is not None else {}
         sections = STUDY_INPUTS.get(spec.key.path[-1])
         if sections:
-            digest = stable_hash(*[dumped.get(k) for k in sections])[:8]
+            parts = [dumped.get(k) for k in sections]
+            if "verification" in sections:  # what it verifies depends on the checker's own version too
+                parts.append(CHECKER_VERSION)
+            digest = stable_hash(*parts)[:8]
             changes["code_version"] = f"{spec.code_version}-study.{digest}"
         return spec.replace_attributes(**changes) if changes else spec
 
