@@ -43,6 +43,7 @@ def test_boxed_with_deep_nesting_is_matched_without_recursion():
 def test_normalize_and_solution_answers():
     assert normalize_answer("$\\boxed{12}$.") == "12"
     assert normalize_answer(" \\( 3,000 \\) ") == "3000"
+    assert normalize_answer("0,111") == "0,111" and normalize_answer("-12,345,678") == "-12345678"
     assert normalize_answer("(1,2)") == "(1,2)"
     assert answer_from_solution("so $x=\\boxed{2\\sqrt{2}}$") == "2\\sqrt{2}"
     assert answer_from_solution("no box") is None

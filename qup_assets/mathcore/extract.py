@@ -105,7 +105,7 @@ def normalize_answer(ans: str) -> str:
             s = inner.strip()
         if s == before:
             break
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+", s):
+    if re.fullmatch(r"-?[1-9]\d{0,2}(,\d{3})+", s):  # 3,000 -> 3000; "0,111" is two numbers, not 111
         s = s.replace(",", "")
     return s
 
