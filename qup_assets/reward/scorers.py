@@ -208,23 +208,15 @@ class VLLMRewardModel:
 
     def __init__(self, kind: str, model_dir: str | Path, system: str | None = None, trust_remote_code: bool = False,
                  engine_args: dict | None = None):
-        import os
-
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: nothing to orphan on a kill
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        import torch
         from transformers import AutoTokenizer
 
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise ValueError(f"reward_models backend vllm needs vLLM ({e}): pip install 'qup-assets[vllm]'") from None
+        from qup_assets.backends.vllm_backend import open_llm
+
         self.kind, self.model_dir = kind, str(model_dir)
         self.system = system if system is not None else (QWEN_MATH_SYSTEM if kind == "qwen_outcome" else None)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=trust_remote_code)
-        args = {"dtype": "auto" if torch.cuda.is_available() else "float32", "enable_prefix_caching": False,
-                **(engine_args or {})}
-        self.llm = LLM(model=self.model_dir, runner="pooling", trust_remote_code=trust_remote_code, **args)
+        self.llm = open_llm(self.model_dir, runner="pooling", trust_remote_code=trust_remote_code,
+                            **(engine_args or {}))
         self.fingerprint = stable_hash(folder_fingerprint(self.model_dir), "vllm", self.system)
 
     def score(self, problems: Sequence[str], solutions: Sequence[str]) -> list[float]:
