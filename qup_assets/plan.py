@@ -8,6 +8,8 @@ import math
 import re
 from pathlib import Path
 
+from qup_assets.oracle.base import KINDS as ORACLE_KINDS
+from qup_assets.report.analysis import VARIANTS as REPORT_VARIANTS
 from qup_assets.study import Study
 
 # One H100 80 GB, a 1.5B model, the transformers backend in bf16, measured by the team for issue 16:
@@ -22,8 +24,8 @@ REFERENCE_PARAMS = 1.5e9
 PUBLISHED_BENCHMARK_ITEMS = {"HuggingFaceH4/MATH-500": 500, "math-ai/minervamath": 272, "math-ai/aime24": 30,
                              "math-ai/amc23": 40, "math-ai/olympiadbench": 675}
 
-VARIANTS = 5  # native, reference and the three Oracle variants
-ORACLE_TASKS = 3  # refine, synthesize, style-align
+VARIANTS = len(REPORT_VARIANTS)  # native, reference and the three Oracle variants
+ORACLE_TASKS = len(ORACLE_KINDS)  # refine, synthesize, style-align
 
 
 def params_from_name(model: str | None) -> float | None:
@@ -114,9 +116,9 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
         rows.append((f"  {name} total", _h(sum(known)) if len(known) == len(stages) else "unknown"))
         total += sum(known)
     if o.kind == "llm":
-        rows.append((f"  oracle {o.model} (all families)",
-                     _h(gpu_hours(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model)))))
-        total += gpu_hours(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model)) or 0.0
+        oracle = gpu_hours(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model))
+        rows.append((f"  oracle {o.model} (all families)", _h(oracle)))
+        total += oracle or 0.0
     rows.append(("  all stages, all families", _h(total)))
     return rows
 

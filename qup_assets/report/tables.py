@@ -86,6 +86,6 @@ def grid_table(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if df.empty or df.groupby(["model_family", "variant", "objective"]).size().max() <= 1:
         return df.iloc[0:0]
     order = {v: i for i, v in enumerate(VARIANTS)}
-    return df.sort_values(["model_family", "objective", "lr", "batch_size"], kind="stable").sort_values(
-        "variant", key=lambda c: c.map(order), kind="stable").sort_values(
-        ["model_family", "objective"], kind="stable").reset_index(drop=True)
+    rank = df["variant"].map(order).fillna(len(order))  # the report's variant order, others after
+    return (df.assign(_rank=rank).sort_values(["model_family", "objective", "_rank", "lr", "batch_size"])
+            .drop(columns="_rank").reset_index(drop=True))
