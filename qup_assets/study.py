@@ -313,15 +313,16 @@ class Lora(_Strict):
 class Distributed(_Strict):
     """How `accelerate launch` spreads one fine-tuning job (training.launcher: accelerate). ddp: a full copy
     per device (up to ~1.5B on 80 GB); fsdp: parameters, gradients and optimizer state fully sharded, bf16,
-    activation checkpointing (a 7B full fine-tune on 8 x 80 GB); deepspeed_zero3: the same through DeepSpeed
-    (needs `pip install deepspeed`). Several machines: the same study on each, machine_rank 0..N-1."""
+    activation checkpointing (a 7B full fine-tune on 8 x 80 GB); deepspeed_zero3: sharded the same way
+    through DeepSpeed (needs `pip install deepspeed`). Several machines: the same study on each, machine_rank
+    0..N-1."""
 
     strategy: Literal["ddp", "fsdp", "deepspeed_zero3"] = "ddp"
     num_machines: int = Field(1, ge=1)
     machine_rank: int = Field(0, ge=0)
     main_process_ip: str | None = None
     main_process_port: int = Field(29500, gt=0, lt=65536)
-    activation_checkpointing: bool = True  # fsdp and deepspeed_zero3
+    activation_checkpointing: bool = True  # fsdp (its accelerate config); ddp and deepspeed_zero3 ignore it
 
     @model_validator(mode="after")
     def _machines(self):

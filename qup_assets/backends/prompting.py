@@ -25,7 +25,6 @@ def render_prompt(tokenizer, prompt: Prompt, problem: str) -> str:
     return tokenizer.apply_chat_template(messages(problem, prompt), tokenize=False, add_generation_prompt=True)
 
 
-
 def check_markers(tokenizer, template: str, name: str | None = None) -> None:
     """A plain template's special markers (<|im_start|>, <|eot_id|>, ...) must be single tokens of this
     tokenizer: a Llama or DeepSeek tokenizer reads ChatML's markers as plain text, and the model would see
