@@ -32,12 +32,13 @@ def _chromium() -> str:
     return path
 
 
-def _shot(page, path: Path):
+def _shot(page, path: Path, dialog=None):
     """Screenshot once the page settles. dagster.yaml turns the community dialog off (`nux: enabled: false`);
-    it used to appear a few seconds after the first load, so wait past that and check it stays away."""
+    it used to appear a few seconds after the first load, so wait past that and check it stays away. With
+    `dialog` (a Markdown value the UI opened in a dialog), the dialog alone, not the dimmed page behind it."""
     page.wait_for_timeout(4000)
     assert page.get_by_text("Join the Dagster community").count() == 0, "the community dialog is over the page"
-    page.screenshot(path=str(path))
+    (dialog or page).screenshot(path=str(path))
 
 
 @contextmanager
@@ -67,13 +68,16 @@ def ui_page(server: list[str], port: int, env: dict, log: Path, what: str):
             proc.wait()
 
 
-def show_markdown(page, key: str) -> None:
-    """Open a metadata entry's Markdown when the UI folds it behind "[Show Markdown]" (long values)."""
+def show_markdown(page, key: str):
+    """Open a metadata entry's Markdown when the UI folds it behind "[Show Markdown]" (long values); the
+    dialog it opened, or None when the value is shown inline."""
     row = page.locator("tr", has=page.get_by_text(key, exact=True)).first
     link = row.get_by_text("[Show Markdown]")
-    if link.count():
-        link.first.click()
-        page.wait_for_selector("[role=dialog]", timeout=30_000)
+    if not link.count():
+        return None
+    link.first.click()
+    page.wait_for_selector("[role=dialog]", timeout=30_000)
+    return page.get_by_role("dialog").first
 
 
 def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Path, k: int, log: Path) -> None:
@@ -95,16 +99,16 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
         # The report asset: the generated verdict and Table 1 rendered from the metadata.
         page.goto(f"{url}/assets/{study}/paradox_report")
         page.wait_for_selector("text=report_html", timeout=90_000)
-        show_markdown(page, "verdict")  # a long Markdown value opens in a dialog; a short one is inline
+        dialog = show_markdown(page, "verdict")  # a long Markdown value opens in a dialog; a short one is inline
         page.wait_for_selector("text=Spearman rho", timeout=90_000)
-        _shot(page, shots / "paradox_report.png")
+        _shot(page, shots / "paradox_report.png", dialog)
         page.keyboard.press("Escape")
-        show_markdown(page, "table1")
+        dialog = show_markdown(page, "table1")
         table = page.locator("table", has_text="Oracle-Synthesized").first
         assert table.count() == 1
         assert "Style-Aligned" in table.inner_text() and f"Avg@{k} DFT" in table.inner_text()
         table.scroll_into_view_if_needed()
-        _shot(page, shots / "paradox_report_table.png")
+        _shot(page, shots / "paradox_report_table.png", dialog)
     for name in ["lineage_style_aligned.png", "paradox_report.png", "paradox_report_table.png"]:
         assert (shots / name).stat().st_size > 20_000, name  # a rendered page, not a blank one
 
