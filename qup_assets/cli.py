@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from qup_assets.mathcore.extract import ANSWER_FORMATS, gold_from_cell
 from qup_assets.study import REPO_ROOT, Study, StudyError, load_study, store_root
 
 
@@ -324,8 +325,8 @@ def cmd_verify(args) -> int:
     if args.gold is None or args.prediction is None:
         print("qup verify: give GOLD and PREDICTION, or --file PAIRS.jsonl", file=sys.stderr)
         return 2
-    with VerifierPool(workers=1, timeout=args.timeout) as pool:
-        res = pool.verify(args.gold, args.prediction)
+    with VerifierPool(workers=1, timeout=args.timeout, answer_formats=args.answer_formats) as pool:
+        res = pool.verify(gold_from_cell(args.gold) or "", args.prediction)
     print(json.dumps(res.to_dict(), ensure_ascii=False))
     return 0 if res.correct else 1
 
@@ -359,9 +360,9 @@ def _verify_file(args) -> int:
             skipped += 1
             print(json.dumps({"line": n, "skipped": str(e)[:200]}))
             continue
-        pairs.append((str(row["gold"]), str(row["pred"])))
+        pairs.append((gold_from_cell(str(row["gold"])) or "", str(row["pred"])))
         meta.append({"line": n, **({"id": row["id"]} if isinstance(row.get("id"), (str, int)) else {})})
-    with VerifierPool(workers=2, timeout=args.timeout) as pool:
+    with VerifierPool(workers=2, timeout=args.timeout, answer_formats=args.answer_formats) as pool:
         results = pool.verify_many(pairs)
     for m, r in zip(meta, results):
         print(json.dumps({**m, **r.to_dict()}, ensure_ascii=False))
@@ -426,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("prediction", nargs="?")
     v.add_argument("--file", help="JSONL with gold, pred and optional id per line: one JSON line per pair, then a summary")
     v.add_argument("--timeout", type=float, default=5.0)
+    v.add_argument("--answer-formats", choices=ANSWER_FORMATS, default="standard",
+                   help="which answer formats count (a study's verification.answer_formats; paper: qwen_math)")
     v.set_defaults(fn=cmd_verify)
     return p
 

@@ -381,6 +381,9 @@ class Verification(_Strict):
     timeout_seconds: float = Field(5.0, gt=0)
     workers: int = Field(2, gt=0, le=64)
     max_answer_chars: int = Field(512, gt=0)
+    # Which answer formats count (mathcore/extract.py): boxed only; boxed, markers and math spans
+    # (standard); or those plus the text's last number, as Qwen2.5-Math's evaluation does (qwen_math).
+    answer_formats: Literal["boxed", "standard", "qwen_math"] = "standard"
 
 
 class Study(_Strict):

@@ -6,6 +6,7 @@ import pytest
 from qup_assets.mathcore.extract import (
     answer_from_solution,
     extract_answer,
+    gold_from_cell,
     last_boxed,
     normalize_answer,
 )
@@ -38,11 +39,71 @@ from qup_assets.mathcore.verify import VerifierPool, prefilter
         # whichever comes last: a correction after a box wins over the box
         ("\\boxed{3}. Wait, I made an error. The answer is 4.", "4", "marker"),
         ("The answer is \\boxed{5}.", "5", "boxed"),
+        # a marker's sentence: what follows its last " is ", else its last span or number
+        ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120", "marker"),
+        ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3", "marker"),
+        ("There are 12 distinct sequences. I hope it is correct.", "12", "marker"),
+        ("The final answer is $12$ and $13$. I hope it is correct.", "12, 13", "marker"),
+        ("Answer \\[ \n 9 \n \\]", "9", "marker"),
+        ("Answer $ \n 9 \n $", None, "none"),  # inline math never spans lines
+        ("we get $$x = 2$$ so. Therefore, the error increases by 100%.", "100%", "conclusion"),
+        ("Therefore, we are done.", None, "none"),  # a conclusion without a number is no answer
+        # parts of one answer that words ending in "and" divide; words that are not joiners divide two answers
+        ("\\boxed{1} papers and \\boxed{2} bins", "1, 2", "boxed"),
+        ("$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$", "(2, 2), (6, 2)", "boxed"),
+        ("\\boxed{1} no no no no no \\boxed{2}", "2", "boxed"),
+        ("\\(y_1 = \\boxed{x+1}\\) and \\(y_2 = \\boxed{x-1}\\)", "x+1, x-1", "boxed"),
     ],
 )
 def test_extract_answer(text, answer, method):
     ex = extract_answer(text)
     assert (ex.answer, ex.method) == (answer, method)
+
+
+@pytest.mark.parametrize(
+    "text,boxed,standard,qwen_math",
+    [
+        ("so \\boxed{4}", ("4", "boxed"), ("4", "boxed"), ("4", "boxed")),
+        ("The answer is 4.", (None, "none"), ("4", "marker"), ("4", "marker")),
+        ("we get $x=2$, so", (None, "none"), ("x=2", "math_span"), ("x=2", "math_span")),
+        # a base model's text with no marker: only qwen_math reads its last number, as Qwen2.5-Math's eval does
+        ("P(A) = (1/2) / (3/4) = 2/3 is what Alice gets <|im_start|>user", (None, "none"), (None, "none"),
+         ("2/3", "last_number")),
+        ("the number is 1,000.99 m", (None, "none"), (None, "none"), ("1000.99", "last_number")),
+        ("Soucis : 2,74 $ a..", (None, "none"), (None, "none"), ("2.74", "last_number")),
+        ("-\\frac{10}{9}", (None, "none"), (None, "none"), ("-\\frac{10}{9}", "last_number")),
+    ],
+)
+def test_answer_formats_setting(text, boxed, standard, qwen_math):
+    for formats, want in (("boxed", boxed), ("standard", standard), ("qwen_math", qwen_math)):
+        ex = extract_answer(text, formats)
+        assert (ex.answer, ex.method) == want, formats
+
+
+def test_gold_cells_are_read_as_a_dataset_row_holds_them():
+    assert gold_from_cell("$\\boxed{1}\\boxed{2}$") == "1, 2"  # every part, not the last box
+    assert gold_from_cell("0,111") == "0.111" and gold_from_cell("1,22") == "1.22"  # decimal commas
+    assert gold_from_cell("3,000") == "3000" and gold_from_cell("1 000") == "1000"
+    assert gold_from_cell("$-2,1$") == "-2,1"  # inside math delimiters a comma separates
+    assert gold_from_cell("0.\\overline{3}") == "\\frac{1}{3}" and normalize_answer("1.2\\overline{45}") == "\\frac{137}{110}"
+    solution = "We add the parts one by one, which gives the total of all parts. Therefore the answer is $42$."
+    assert gold_from_cell(solution) == "42"
+
+
+def test_equivalences_math_verify_needs_help_with(verifier):
+    got = verifier.verify_many([("\\frac{1}{3}", "so $0.\\overline{3}$"), ("0.\\overline{3}", "\\boxed{\\frac13}"),
+                                ("x>1", "\\boxed{(1,\\infty)}"), ("(1,\\infty)", "\\boxed{x>1}"),
+                                ("[-2,7]", "\\boxed{-2 \\le x \\le 7}"), ("(1,\\infty)", "\\boxed{x<1}"),
+                                ("\\frac{1}{3}", "\\boxed{0.\\overline{6}}")])
+    assert [r.verdict for r in got] == ["correct"] * 5 + ["wrong"] * 2
+
+
+def test_golds_are_parsed_on_their_own_and_code_like_golds_rejected(verifier):
+    got = verifier.check_golds(["\\frac{1}{2}", "}{", "__import__('os').system('id')", "eval(1)", "", "12",
+                                "os.system('rm')"])
+    assert [r.verdict for r in got] == ["correct", "rejected", "rejected", "rejected", "rejected", "correct", "rejected"]
+    assert got[1].reason == "gold answer could not be parsed"
+    assert "looks like code" in got[2].reason and "looks like code" in got[6].reason
 
 
 def test_boxed_with_deep_nesting_is_matched_without_recursion():

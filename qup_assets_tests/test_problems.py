@@ -299,3 +299,29 @@ def test_a_list_valued_gold_is_a_multi_answer_item(verifier):
     got = verifier.verify_many([(gold, "so \\boxed{3, 1}"), (gold, "so \\boxed{1, 3}"), (gold, "so \\boxed{1}"),
                                 (gold, "so \\boxed{1, 3, 5}")])
     assert [r.correct for r in got] == [True, True, False, False]
+
+
+def test_a_gold_is_parsed_on_its_own_and_code_like_or_unparsable_golds_are_rejected(verifier, tmp_path):
+    rows = [{"problem": "What is 1+1?", "answer": "2"},
+            {"problem": "Poisoned row", "answer": "__import__('os').system('id')"},
+            {"problem": "Broken row", "answer": "}{"},
+            {"problem": "Decimal comma", "answer": "0,111"},
+            {"problem": "Two boxes", "answer": None, "solution": "so $\\boxed{1}\\boxed{2}$"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps({"solution": None, **r}) for r in rows))
+    fields = FieldMap(answer="answer")
+    ps = load_problems(LocalSource(kind="local", path=str(path), fields=fields), verifier)
+    assert dict(zip(ps.rows["problem"], ps.rows["answer"])) == {"What is 1+1?": "2", "Decimal comma": "0.111",
+                                                                 "Two boxes": "1, 2"}
+    reasons = dict(zip(ps.rejected["problem_preview"], ps.rejected["reason"]))
+    assert reasons["Poisoned row"].startswith("unusable_gold_answer: gold looks like code")
+    assert reasons["Broken row"] == "unusable_gold_answer: gold answer could not be parsed"
+
+
+def test_changed_golds_counts_problems_whose_gold_moved():
+    from qup_assets.problems.sources import changed_golds
+
+    before = pd.DataFrame({"problem_id": ["a", "b", "c"], "answer": ["1", "0111", "2"]})
+    after = pd.DataFrame({"problem_id": ["a", "b", "d"], "answer": ["1", "0.111", "5"]})
+    assert changed_golds(before, after) == 1  # b moved; c left, d is new: not changes of a gold
+    assert changed_golds(None, after) == 0

@@ -6,7 +6,20 @@ import pandas as pd
 
 from qup_assets.assets.metadata import counts_table, md_table, versioned
 from qup_assets.assets.resources import StudyResource
-from qup_assets.problems.sources import ProblemSet, ProblemSourceError, load_benchmarks, load_problems
+from qup_assets.mathcore.extract import CHECKER_VERSION
+from qup_assets.problems.sources import ProblemSet, ProblemSourceError, changed_golds, load_benchmarks, load_problems
+from qup_assets.storage.tables import table_path
+
+
+def _previous(study: StudyResource, name: str) -> pd.DataFrame | None:
+    """The table this asset wrote last time, to count what a new run changes."""
+    path = table_path(study.store, name)
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def _log_changed_golds(context: dg.AssetExecutionContext, changed: int, of: int) -> None:
+    context.log.info(f"{changed} of {of} gold answers differ from the last materialization "
+                     f"(answer checker v{CHECKER_VERSION})")
 
 
 def _set_metadata(ps: ProblemSet) -> dict:
@@ -32,7 +45,8 @@ def _set_metadata(ps: ProblemSet) -> dict:
     description=(
         "The problem pool every family samples from (NuminaMath-CoT in the paper; the synthetic world by default). "
         "Columns: problem_id, problem, answer, reference_solution, program, n_steps, source. Bad rows are rejected "
-        "with a reason, duplicates removed, gold answers self-verified."
+        "with a reason, duplicates removed, every gold parsed on its own (code-like or unparsable golds are "
+        "rejected); golds_changed counts the golds a new answer checker re-derived differently."
     ),
 )
 def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> dg.Output[pd.DataFrame]:
@@ -43,7 +57,10 @@ def problem_pool(context: dg.AssetExecutionContext, study: StudyResource) -> dg.
     except ProblemSourceError as e:
         raise dg.Failure(description=str(e)) from None
     context.log.info(f"problem_pool: {len(ps.rows)} problems from {ps.label} ({len(ps.rejected)} rejected)")
+    changed = changed_golds(_previous(study, "problem_pool"), ps.rows)
+    _log_changed_golds(context, changed, len(ps.rows))
     meta = _set_metadata(ps)
+    meta["golds_changed"] = changed
     meta["sample"] = md_table(ps.rows[["problem_id", "problem", "answer"]], max_rows=5)
     if ps.rows["n_steps"].notna().any():
         meta["steps_distribution"] = counts_table(
@@ -79,9 +96,12 @@ def benchmarks(context: dg.AssetExecutionContext, study: StudyResource, problem_
     )
     contaminated = sum(int(ps.rejected["reason"].str.startswith("in_problem_pool").sum()) for ps in sets.values())
     context.log.info(f"benchmarks: {len(rows)} items in {len(sets)} sets ({contaminated} contaminated items dropped)")
+    changed = changed_golds(_previous(study, "benchmarks"), rows, keys=("benchmark", "problem_id"))
+    _log_changed_golds(context, changed, len(rows))
     context.add_output_metadata(
         {
             "dagster/row_count": len(rows),
+            "golds_changed": changed,
             "benchmarks": md_table(summary, max_rows=50),
             "contaminated_dropped": contaminated,
             "rejected_by_reason": counts_table(

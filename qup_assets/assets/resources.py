@@ -93,4 +93,5 @@ class StudyResource(dg.ConfigurableResource):
 
     def verifier(self, study: Study | None = None) -> VerifierPool:
         v = (study or self.load()).verification
-        return VerifierPool(workers=v.workers, timeout=v.timeout_seconds, max_answer_chars=v.max_answer_chars)
+        return VerifierPool(workers=v.workers, timeout=v.timeout_seconds, max_answer_chars=v.max_answer_chars,
+                            answer_formats=v.answer_formats)

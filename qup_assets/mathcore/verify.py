@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Literal
 
-from qup_assets.mathcore.extract import clean_text, extract_answer, normalize_answer
+from qup_assets.mathcore.extract import AnswerFormats, clean_text, extract_answer, normalize_answer
 
 Verdict = Literal["correct", "wrong", "no_answer", "timeout", "rejected"]
 
@@ -102,6 +102,19 @@ def prefilter(answer: str, max_chars: int) -> str | None:
     return None
 
 
+# A gold answer that reads like code is a broken or poisoned row, not mathematics: rejected before parsing.
+_CODE_LIKE = re.compile(
+    r"__\w+|\bimport\s+\w|\b(?:eval|exec|compile|open|getattr|system|popen|input)\s*\(|\blambda\b|"
+    r"\b(?:os|sys|subprocess|builtins|shutil)\.\w|`|;\s*\w+\s*\(|\bdef\s+\w+\s*\(|<\s*script"
+)
+
+
+def code_like(answer: str) -> str | None:
+    """Why a gold answer looks like code, or None."""
+    m = _CODE_LIKE.search(answer)
+    return f"gold looks like code ({m.group(0)!r})" if m else None
+
+
 _INT = re.compile(r"[-+]?\d{1,%d}" % MAX_DIGITS)
 
 
@@ -138,11 +151,15 @@ def _worker_main(conn: Connection) -> None:  # pragma: no cover - runs in the ch
             if not g:
                 conn.send(("gold_unparsed", None))
                 continue
+            if pred is None:  # a gold checked on its own
+                conn.send(("ok", True))
+                continue
             p = parse("\\boxed{" + pred + "}", extraction_config=config, parsing_timeout=None)
             if not p:
                 conn.send(("pred_unparsed", None))
                 continue
-            conn.send(("ok", bool(verify(g, p, timeout_seconds=None))))
+            # set/relation comparison both ways: a gold interval (1,\\infty) accepts the relation x>1
+            conn.send(("ok", bool(verify(g, p, allow_set_relation_comp=True, timeout_seconds=None))))
         except Exception as e:  # math-verify raised on hostile input: a recorded verdict, not a crash
             conn.send(("error", f"{type(e).__name__}: {str(e)[:200]}"))
 
@@ -177,7 +194,9 @@ class _Worker:
 class VerifierPool:
     """A pool of killable math-verify workers. Use as a context manager or call close()."""
 
-    def __init__(self, workers: int = 2, timeout: float = 5.0, max_answer_chars: int = 512, startup_timeout: float = 60):
+    def __init__(self, workers: int = 2, timeout: float = 5.0, max_answer_chars: int = 512, startup_timeout: float = 60,
+                 answer_formats: AnswerFormats = "standard"):
+        self.answer_formats = answer_formats
         self.n_workers = workers
         self.timeout = timeout
         self.max_answer_chars = max_answer_chars
@@ -211,6 +230,24 @@ class VerifierPool:
     def verify(self, gold: str, prediction: object) -> VerifyResult:
         return self.verify_many([(gold, prediction)])[0]
 
+    def check_golds(self, golds: Iterable[object]) -> list[VerifyResult]:
+        """Each gold parsed on its own (never compared with itself, which a string shortcut would answer):
+        an empty, too large, code-like or unparsable gold is `rejected` with the reason, a usable one `correct`."""
+        results: list[VerifyResult | None] = []
+        pending: list[tuple[int, str, None]] = []
+        for i, raw in enumerate(golds):
+            gold = normalize_answer(clean_text(raw))
+            why = "gold answer is empty" if not gold else prefilter(gold, self.max_answer_chars) or code_like(gold)
+            if why:
+                results.append(VerifyResult("rejected", why if why.startswith("gold") else f"gold: {why}", None, _preview(gold)))
+                continue
+            results.append(VerifyResult("correct", "integer", None, gold) if _INT.fullmatch(gold) else None)
+            if results[-1] is None:
+                pending.append((i, gold, None))
+        if pending:
+            self._run_pending(pending, results)
+        return results
+
     def verify_many(self, pairs: Iterable[tuple[object, object]], extract: bool = True) -> list[VerifyResult]:
         """Verify (gold answer, model text) pairs. With extract=False the prediction is already an answer."""
         pairs = list(pairs)
@@ -219,7 +256,7 @@ class VerifierPool:
         for i, (gold_raw, pred_raw) in enumerate(pairs):
             gold = normalize_answer(clean_text(gold_raw))
             if extract:
-                ex = extract_answer(pred_raw)
+                ex = extract_answer(pred_raw, self.answer_formats)
                 pred = ex.answer
             else:
                 pred = normalize_answer(clean_text(pred_raw)) or None
@@ -230,8 +267,9 @@ class VerifierPool:
                 results[i] = VerifyResult("no_answer", "no final answer found", None, gold)
                 continue
             why = prefilter(gold, self.max_answer_chars)
+            why = f"gold: {why}" if why else code_like(gold)
             if why:
-                results[i] = VerifyResult("rejected", f"gold: {why}", _preview(pred), _preview(gold))
+                results[i] = VerifyResult("rejected", why, _preview(pred), _preview(gold))
                 continue
             why = prefilter(pred, self.max_answer_chars)
             if why:
@@ -296,7 +334,8 @@ class VerifierPool:
 
 def _result_from_worker(status: str, value, gold: str, pred: str, elapsed: float) -> VerifyResult:
     if status == "ok":
-        return VerifyResult("correct" if value else "wrong", "math-verify", pred, gold, elapsed)
+        why = "math-verify" if pred is not None else "gold parses on its own"
+        return VerifyResult("correct" if value else "wrong", why, pred, gold, elapsed)
     if status == "gold_unparsed":
         return VerifyResult("rejected", "gold answer could not be parsed", pred, gold, elapsed)
     if status == "pred_unparsed":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qup_assets.mathcore.extract import answer_from_solution, clean_text, normalize_answer
+from qup_assets.mathcore.extract import answer_from_solution, clean_text, gold_from_cell
 from qup_assets.mathcore.verify import VerifierPool
 from qup_assets.study import FieldMap, HFSource, LocalSource, Source, Study, SyntheticSource
 from qup_assets.world.generator import generate
@@ -173,7 +173,7 @@ _E_NOTATION = re.compile(r"([-+]?\d+(?:\.\d+)?)[eE]([-+]?\d+)")
 
 
 def _gold_answer(answer_cell, solution: str | None) -> str | None:
-    """The gold answer: the answer column, else the solution's last \\boxed{}.
+    """The gold answer: the answer column (mathcore.extract.gold_from_cell), else the solution's final \\boxed{}.
 
     A list answer (OlympiadBench `final_answer`: ["$1$", "$3$"]) becomes "1, 3", each item normalized
     first, never str(list). A plain e-notation answer (Minerva "4.4e7") is written as LaTeX: math-verify
@@ -182,10 +182,10 @@ def _gold_answer(answer_cell, solution: str | None) -> str | None:
     if isinstance(answer_cell, float) and answer_cell.is_integer():
         answer_cell = int(answer_cell)
     if isinstance(answer_cell, (list, tuple, np.ndarray)):
-        answer = ", ".join(a for a in (normalize_answer(t) for t in map(_as_text, answer_cell) if t) if a)
+        answer = ", ".join(a for a in (gold_from_cell(t) for t in map(_as_text, answer_cell) if t) if a)
     else:
         text = _as_text(answer_cell)
-        answer = normalize_answer(text) if text else None
+        answer = gold_from_cell(text) if text else None
     answer = answer or answer_from_solution(solution)
     m = _E_NOTATION.fullmatch(answer or "")
     return f"{m.group(1)} \\times 10^{{{int(m.group(2))}}}" if m else answer
@@ -230,7 +230,7 @@ def clean_rows(raw: pd.DataFrame, label: str, verifier: VerifierPool, size: int 
     while pos < len(candidates) and (size is None or len(kept) < size):
         batch = candidates[pos : pos + chunk]
         pos += chunk
-        checks = verifier.verify_many([(c["answer"], c["answer"]) for c in batch], extract=False)
+        checks = verifier.check_golds(c["answer"] for c in batch)
         for c, res in zip(batch, checks):
             if size is not None and len(kept) >= size:
                 break
@@ -249,6 +249,15 @@ def clean_rows(raw: pd.DataFrame, label: str, verifier: VerifierPool, size: int 
     if size is not None and len(rows) < size:
         result.notes.append(f"asked for {size} problems, only {len(rows)} usable")
     return result
+
+
+def changed_golds(before: pd.DataFrame | None, after: pd.DataFrame, keys: tuple[str, ...] = ("problem_id",)) -> int:
+    """How many problems kept in both tables have a different gold answer (a new answer checker re-derives
+    golds: the run log says how many moved, so a changed number downstream has a visible cause)."""
+    if before is None or before.empty or "answer" not in before:
+        return 0
+    joined = before[[*keys, "answer"]].merge(after[[*keys, "answer"]], on=list(keys), suffixes=("_before", "_after"))
+    return int((joined["answer_before"].astype(str) != joined["answer_after"].astype(str)).sum())
 
 
 def load_problems(src: Source, verifier: VerifierPool, study: Study | None = None) -> ProblemSet:
