@@ -6,6 +6,9 @@ Two workloads, each measured against the baseline in the same run:
 Then the guarantees the tests check without timing them: answer extraction on 10,000 nested braces
 against a flat box of the same length (linear: ratio near 1), and the time to a verdict for each bomb
 against the pool's timeout (a bomb must never hold a caller longer than the timeout plus a restart).
+Last, the conformance suite (qup_assets_tests/fixtures/conformance: Math-Verify's own labelled pairs, also
+written in the minerva_math and Qwen2.5-Math formats): agreement with the labels, qup's pipeline path
+beside math-verify called directly, for each answer-format setting.
 Run: make bench   (or .venv/bin/python bench/bench_verify.py [--n 400])
 """
 
@@ -76,6 +79,18 @@ def baseline(pairs):
     return ok
 
 
+def bench_conformance():
+    from qup_assets_tests.conformance import agreement, direct_verdicts, load_cases, qup_verdicts, scopes
+
+    cases = load_cases()
+    direct = direct_verdicts(cases)
+    for formats, idx in scopes(cases).items():
+        scoped = [cases[i] for i in idx]
+        ours = agreement(scoped, qup_verdicts(scoped, formats))
+        theirs = agreement(scoped, [direct[i] for i in idx])
+        print(f"  conformance ({formats:9s} on {len(scoped)} pairs) qup {ours} | math-verify direct {theirs}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
@@ -97,6 +112,7 @@ def main():
                 f" | ratio {t_base / t_qup:5.2f}x | agree on correct: {base_ok} vs {qup_ok}"
             )
     bench_guarantees()
+    bench_conformance()
 
 
 if __name__ == "__main__":
