@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qup_assets.mathcore.extract import AnswerFormats
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = REPO_ROOT / "data" / "studies"
 DEFAULT_STUDY = "tiny"
@@ -383,7 +385,7 @@ class Verification(_Strict):
     max_answer_chars: int = Field(512, gt=0)
     # Which answer formats count (mathcore/extract.py): boxed only; boxed, markers and math spans
     # (standard); or those plus the text's last number, as Qwen2.5-Math's evaluation does (qwen_math).
-    answer_formats: Literal["boxed", "standard", "qwen_math"] = "standard"
+    answer_formats: AnswerFormats = "standard"
 
 
 class Study(_Strict):

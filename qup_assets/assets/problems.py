@@ -8,13 +8,15 @@ from qup_assets.assets.metadata import counts_table, md_table, versioned
 from qup_assets.assets.resources import StudyResource
 from qup_assets.mathcore.extract import CHECKER_VERSION
 from qup_assets.problems.sources import ProblemSet, ProblemSourceError, changed_golds, load_benchmarks, load_problems
-from qup_assets.storage.tables import table_path
+from qup_assets.storage.tables import read_table
 
 
 def _previous(study: StudyResource, name: str) -> pd.DataFrame | None:
     """The table this asset wrote last time, to count what a new run changes."""
-    path = table_path(study.store, name)
-    return pd.read_parquet(path) if path.is_file() else None
+    try:
+        return read_table(study.store, name)
+    except FileNotFoundError:
+        return None
 
 
 def _log_changed_golds(context: dg.AssetExecutionContext, changed: int, of: int) -> None:

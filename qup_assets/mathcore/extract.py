@@ -21,14 +21,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, get_args
 
 # The version of answer checking (extraction and comparison): every asset that verifies answers carries it
 # in its code version, so a change here shows its data as stale (definitions.py).
 CHECKER_VERSION = "3"
 
 AnswerFormats = Literal["boxed", "standard", "qwen_math"]
-ANSWER_FORMATS: tuple[str, ...] = ("boxed", "standard", "qwen_math")
+ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormats)
 
 # Markers and spans are looked for in the last million characters only.
 _SCAN_LIMIT = 1_000_000
@@ -219,9 +219,10 @@ def _last_marker(text: str) -> tuple[int, str] | None:
                 best = (m.start(), m.group("ans"))
     hope = text.rfind("I hope it is correct")  # Minerva's closing line: the sentence before it is the answer
     if hope > 0:
-        before = text[max(0, hope - 600):hope].rstrip()
+        window = max(0, hope - 600)
+        before = text[window:hope].rstrip()
         starts = [m.end() for m in re.finditer(r"(?:[.!?](?=\s)|\n)\s*", before[:-1])]
-        start = hope - len(text[max(0, hope - 600):hope]) + (starts[-1] if starts else 0)
+        start = window + (starts[-1] if starts else 0)
         if best is None or start > best[0]:
             best = (start, text[start:hope])
     if best is None:

@@ -109,9 +109,12 @@ _CODE_LIKE = re.compile(
 )
 
 
-def code_like(answer: str) -> str | None:
-    """Why a gold answer looks like code, or None."""
-    m = _CODE_LIKE.search(answer)
+def gold_unusable(gold: str, max_chars: int) -> str | None:
+    """Why a (non-empty, normalized) gold answer cannot be used before any parsing, or None."""
+    why = prefilter(gold, max_chars)
+    if why:
+        return f"gold: {why}"
+    m = _CODE_LIKE.search(gold)
     return f"gold looks like code ({m.group(0)!r})" if m else None
 
 
@@ -237,9 +240,9 @@ class VerifierPool:
         pending: list[tuple[int, str, None]] = []
         for i, raw in enumerate(golds):
             gold = normalize_answer(clean_text(raw))
-            why = "gold answer is empty" if not gold else prefilter(gold, self.max_answer_chars) or code_like(gold)
+            why = gold_unusable(gold, self.max_answer_chars) if gold else "gold answer is empty"
             if why:
-                results.append(VerifyResult("rejected", why if why.startswith("gold") else f"gold: {why}", None, _preview(gold)))
+                results.append(VerifyResult("rejected", why, None, _preview(gold)))
                 continue
             results.append(VerifyResult("correct", "integer", None, gold) if _INT.fullmatch(gold) else None)
             if results[-1] is None:
@@ -266,8 +269,7 @@ class VerifierPool:
             if pred is None:
                 results[i] = VerifyResult("no_answer", "no final answer found", None, gold)
                 continue
-            why = prefilter(gold, self.max_answer_chars)
-            why = f"gold: {why}" if why else code_like(gold)
+            why = gold_unusable(gold, self.max_answer_chars)
             if why:
                 results[i] = VerifyResult("rejected", why, _preview(pred), _preview(gold))
                 continue
