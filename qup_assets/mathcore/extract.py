@@ -5,10 +5,11 @@ The order, for the default `standard` formats (the study's `verification.answer_
      (a) the last \\boxed{...} / \\fbox{...} (nested braces matched by hand), joined with the boxes just
          before it that only separators or a few words ending in "and" / "," divide from it: one
          multi-part answer ("\\boxed{1} and \\boxed{2}" -> "1, 2"), never an earlier boxed step;
-     (b) the last answer marker (or the sentence before Minerva's "I hope it is correct") ("The final answer is", "Final answer:", "The answer is", "Answer:",
-         "Answer $9$", "####"), a marker inside a marker's text read through (Minerva's "Final Answer: The
-         final answer is 7.78. I hope it is correct."); from its sentence: a math span that opens it, else
-         what follows its last " is ", else its last math span, else its last number;
+     (b) the last answer marker ("The final answer is", "Final answer:", "The answer is", "Answer:",
+         "Answer $9$", "####", or the sentence before Minerva's "I hope it is correct"), a marker inside a
+         marker's text read through ("Final Answer: The final answer is 7.78. I hope it is correct.");
+         from its sentence: a math span that opens it, else what follows its last " is ", else its last
+         math span, else its last number;
   2. a concluding sentence ("Therefore, ... is 12.") after the last math span, read like a marker's;
   3. the last $...$, $$...$$, \\(...\\) or \\[...\\] span of the text.
 `boxed` stops after 1(a) (the strict reward functions of RL recipes); `qwen_math` adds, last, the last
