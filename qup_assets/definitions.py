@@ -34,6 +34,7 @@ STUDY_INPUTS = {
     "native_samples": ("sampling", "verification"),
     "native_traces": ("sampling", "verification"),
     "reward_model": ("reward_models",),
+    "rm_diagnostics": ("reward_models", "evaluation"),
     **{f"{v}_traces": ("oracle", "verification") for v in variants.VARIANTS},
     **{f"{v}_rewards": ("reward_models",) for v in quality.ALL_VARIANTS},
     **{f"{v}_checkpoints": ("training",) for v in quality.ALL_VARIANTS},

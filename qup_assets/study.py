@@ -140,6 +140,9 @@ class SyntheticStudent(_Strict):
     pretrain_lr: float = Field(3e-3, gt=0)
     # Share of pretraining solutions written in other styles (other families, the Oracle, textbooks).
     foreign_style_share: float = Field(0.1, ge=0, lt=1)
+    # Share of its own-style pretraining solutions that carry a student's mistake (world/mistakes.py), as
+    # web corpora hold wrong solutions: what rejection-sampling fine-tuning has to filter out.
+    wrong_solution_share: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
 
 
@@ -254,6 +257,9 @@ class Oracle(_Strict):
     max_retries: int = Field(2, ge=0, le=10)
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(2048, gt=0)
+    # symbolic Oracle only: the share of traces its refine rewrites in the Oracle's own form (the others come
+    # back with their repairs only), as an LLM asked to polish sometimes rewrites and sometimes hands back
+    polish_share: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
     def _llm_needs_model(self):
@@ -276,9 +282,12 @@ class RewardModel(_Strict):
     # transformers (any kind), or vLLM's pooling runner (sequence_classifier, qwen_outcome) with engine settings
     backend: Literal["transformers", "vllm"] = "transformers"
     engine: Engine = Engine()
-    # synthetic RMs only: how many generated problems become preference pairs, and training steps
+    # synthetic RMs only: how many generated problems become preference pairs, Bradley-Terry steps, the
+    # backbone's language-model pretraining steps, and the share of pairs that prefer the Oracle's style
     train_problems: int = Field(1000, gt=0)
-    train_steps: int = Field(200, gt=0)
+    train_steps: int = Field(300, gt=0)
+    pretrain_steps: int = Field(600, gt=0)
+    style_pair_share: float = Field(0.2, ge=0, le=1)
 
     @model_validator(mode="after")
     def _needs_model(self):
@@ -375,6 +384,8 @@ class Evaluation(_Strict):
     max_tokens: int = Field(4096, gt=0)
     seed: int = 0
     bootstrap_samples: int = Field(1000, gt=0)
+    # correct and (as many) wrong native samples each reward model is checked on (rm_diagnostics)
+    diagnostic_samples: int = Field(200, gt=0)
 
 
 class Verification(_Strict):

@@ -4,11 +4,7 @@ import json
 
 import pytest
 
-from qup_assets.adaptation.similarity import (
-    information_atoms,
-    normalized_edit_distance,
-    semantic_preservation,
-)
+from qup_assets.adaptation.similarity import normalized_edit_distance
 from qup_assets.backends.base import Completion
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.oracle.base import OracleItem
@@ -59,16 +55,31 @@ def test_style_align_writes_missing_steps_in_the_students_format(oracle):
     assert r.ok and r.completion == CORRECT
 
 
-def test_refine_compacts_every_step_and_keeps_the_answer(oracle):
-    (r,) = oracle.run("refine", [_item(SLIP)])
-    assert r.ok and r.repaired_steps == 2
-    assert "\\(9-3=6\\)" in r.completion and "\\(6\\div3=2\\)" in r.completion and "\\(2\\times4=8\\)" in r.completion
-    assert "$" not in r.completion and r.completion.endswith("Answer: \\(\\boxed{8}\\)")
-    # distance ordering of the paper: style-aligned < refined < synthesized
-    (aligned,) = oracle.run("style_align", [_item(SLIP)])
-    (synth,) = oracle.run("synthesize", [_item(SLIP)])
-    d = [normalized_edit_distance(SLIP, x.completion) for x in (aligned, r, synth)]
-    assert d[0] < d[1] < d[2]
+def test_refine_polishes_a_share_of_the_traces_and_repairs_every_one(verifier):
+    """Refine = an Oracle's polish: every repair made, `polish_share` of the traces rewritten in the Oracle's
+    own form, the rest handed back with the repairs only; so it lies between style-aligned and synthesized."""
+    whole = SymbolicOracle(verifier, student_style="qwen", polish_share=1.0)
+    (r,) = whole.run("refine", [_item(SLIP)])
+    assert r.ok and r.repaired_steps == 2 and r.reason == "polished, repaired"
+    assert r.completion == "\\(9-3=6\\)\n\\(6\\div3=2\\)\n\\(2\\times4=8\\)\nAnswer: \\(\\boxed{8}\\)"
+    (kept,) = SymbolicOracle(verifier, student_style="qwen", polish_share=0.0).run("refine", [_item(SLIP)])
+    assert kept.completion == CORRECT and kept.reason == "repaired, wording kept"
+
+    half = SymbolicOracle(verifier, student_style="qwen", polish_share=0.5)
+    problems = generate(200, seed=12)
+    items = [OracleItem(str(i), p.problem, p.answer, get_style("qwen").render(p.program, p.items), p.program.to_json())
+             for i, p in enumerate(problems)]
+    refined = half.run("refine", items)
+    assert all(x.ok for x in refined)
+    assert 0.4 < sum(x.completion.startswith("\\(") for x in refined) / len(refined) < 0.6
+    assert half.run("refine", items) == refined  # the choice is the problem's, not the call's
+    synth = half.run("synthesize", items)
+    aligned = half.run("style_align", items)
+
+    def mean_distance(results):
+        return sum(normalized_edit_distance(it.native, x.completion) for it, x in zip(items, results)) / len(items)
+
+    assert mean_distance(aligned) < mean_distance(refined) < mean_distance(synth)
 
 
 def test_without_a_program_arithmetic_is_checked_and_propagated(verifier):
@@ -84,13 +95,22 @@ def test_llama_style_and_parsing_never_evaluates(verifier):
     assert [(s.a, s.op, s.b, s.r) for s in parse_steps(hostile)] == [(2, "add", 2, 5)]
 
 
-def test_information_atoms_and_preservation():
-    assert "eq:9-3=6" in information_atoms("$ 9 - 3 = 6 $") and "eq:6/3=2" in information_atoms("6 \\div 3 = 2")
-    assert semantic_preservation(CORRECT, CORRECT) == 1.0
-    assert semantic_preservation(CORRECT, "The answer is 8.") < 0.3
-
-
 # ------------------------------------------------------------------ LLM oracle
+
+
+def test_llm_refine_means_what_the_symbolic_refine_means_and_its_version_is_recorded(tmp_path, verifier):
+    """refine v2 asks for a polish into the Oracle's own style (v1's "minimal intervention" could hand a
+    correct trace back); each task's prompt version is in the Oracle's name, so traces record it."""
+    from qup_assets.oracle.llm import PROMPT_VERSIONS, prompt_template
+
+    assert PROMPT_VERSIONS["refine"] == "v2"
+    refine = prompt_template("refine")
+    assert "your own clear, rigorous style" in refine and "already correct: polish it anyway" in refine
+    assert "minimal intervention" in prompt_template("refine", "v1")  # old versions stay readable
+    with ResponseCache(tmp_path, "x") as cache:
+        oracle = LLMOracle(ScriptedLM(["<solution>\\boxed{8}</solution>"]), cache, verifier, "m")
+        assert "refine.v2" in oracle.name and "style_align.v1" in oracle.name
+        assert "polish" in oracle.prompt("refine", _item(CORRECT))
 
 
 def test_parse_output_tolerates_preambles_fences_and_tags():

@@ -60,3 +60,32 @@ def test_styles_differ_in_form_not_in_content():
     assert " " not in texts["oracle"].split("\n")[0]
     with pytest.raises(ValueError, match="unknown style 'gpt'"):
         get_style("gpt")
+
+
+@pytest.mark.parametrize("writer", ["qwen", "llama", "textbook", "oracle"])
+def test_every_mistake_is_a_wrong_solution_in_the_writers_own_words(verifier, writer):
+    """The RM learns right from wrong within one style: each mistake, in each writer's words, verifies as
+    wrong (a cut-off one has no answer), and the right side of the pair verifies."""
+    import random
+
+    from qup_assets.reward.synthetic import write
+    from qup_assets.world.mistakes import MISTAKES, correct_chain, garble, wrong_chain
+
+    rng = random.Random(0)
+    problems = generate(40, seed=21)
+    pairs = []
+    for p in problems:
+        for m in MISTAKES:
+            text = write(writer, p, *wrong_chain(p.program, m, rng))
+            pairs.append((p.answer, garble(text, rng) if m == "garbled" else text, m))
+    results = verifier.verify_many([(g, t) for g, t, _ in pairs])
+    by_kind: dict = {}
+    for (_, _, m), r in zip(pairs, results):
+        by_kind.setdefault(m, []).append(r.correct)
+    assert by_kind.keys() == set(MISTAKES)
+    for m, oks in by_kind.items():
+        # garbling may by chance leave a right answer line standing; every other mistake is always wrong
+        bad = [t for (g, t, k), r in zip(pairs, results) if k == m and r.correct]
+        assert (sum(oks) <= 4) if m == "garbled" else not any(oks), (m, bad[:2])
+    right = verifier.verify_many([(p.answer, write(writer, p, *correct_chain(p.program))) for p in problems])
+    assert all(r.correct for r in right)

@@ -16,7 +16,7 @@ from qup_assets.adaptation.perplexity import (
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
-from qup_assets.backends.cache import ResponseCache, cached_chunks
+from qup_assets.backends.cache import ResponseCache
 
 ALL_VARIANTS = ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
 ADAPTATION_COLUMNS = ["model_family", "problem_id", "nll", "n_tokens", "ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4",
@@ -124,9 +124,11 @@ adaptation_assets = [build_adaptation_asset(v) for v in ALL_VARIANTS]
     code_version="1",
     kinds={"pytorch"},
     **ACCELERATOR,
-    description="The study's reward models, resolved. A `synthetic` RM is trained here: a small sequence classifier "
-    "(Bradley-Terry) on preference pairs whose chosen side is Oracle-written and correct and whose rejected side is "
-    "corrupted or wrong, as real RMs learn from strong-model preferences. Others are HF folders resolved offline.",
+    description="The study's reward models, resolved. A `synthetic` RM is trained here as real outcome RMs are: a "
+    "language-model backbone pretrained on every writer's correct solutions, then a Bradley-Terry head on "
+    "preference pairs, most of them right vs wrong within one writer's style (students' mistakes: slips, misread "
+    "operands, skipped steps, broken text...), some both right with the Oracle's style preferred 70% of the time. "
+    "Others are HF folders resolved offline.",
 )
 def reward_model(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
                  benchmarks: pd.DataFrame) -> dg.Output[dict]:
@@ -155,17 +157,18 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
         seed = int(stable_hash("reward-model", rm.name)[:8], 16)
         problems = [p for p in generate(rm.train_problems, seed, **knobs) if problem_id(p.problem) not in exclude]
         path = artifact_dir(study.store, "reward_model") / rm.name
-        rep = train_reward_model(problems, path, seed=0, steps=rm.train_steps, log=context.log.info)
+        rep = train_reward_model(problems, path, seed=0, steps=rm.train_steps, pretrain_steps=rm.pretrain_steps,
+                                 style_pair_share=rm.style_pair_share, log=context.log.info)
         out[rm.name] = {"kind": rm.kind, "path": rep.path, "fingerprint": folder_fingerprint(rep.path),
                         "heldout_pair_accuracy": rep.heldout_pair_accuracy}
+        kinds = pd.DataFrame({"pair kind": list(rep.pair_kinds), "pairs": list(rep.pair_kinds.values())})
+        kinds["held-out accuracy"] = kinds["pair kind"].map(rep.heldout_by_kind).round(3)
         meta.update({
             f"{rm.name}/heldout_pair_accuracy": dg.MetadataValue.float(rep.heldout_pair_accuracy),
             f"{rm.name}/pairs": rep.pairs,
-            f"{rm.name}/rejected_side_styles": md_table(pd.DataFrame(
-                {"style": list(rep.rejected_styles), "pairs": list(rep.rejected_styles.values())})),
-            f"{rm.name}/corruptions": md_table(pd.DataFrame(
-                {"corruption": list(rep.corruptions), "pairs": list(rep.corruptions.values())})),
-            f"{rm.name}/note": "chosen side always Oracle-written and correct: this RM rewards the Oracle's style",
+            f"{rm.name}/pair_kinds": md_table(kinds),
+            f"{rm.name}/writers": md_table(pd.DataFrame(
+                {"writer": list(rep.writers), "pairs": list(rep.writers.values())})),
         })
     context.add_output_metadata(meta)
     return versioned(out)
@@ -182,6 +185,43 @@ def _histogram(scores: pd.DataFrame, variant: str) -> str:
     return plot_markdown(draw, f"{variant}: reward distribution")
 
 
+@dg.asset(
+    partitions_def=model_family,
+    group_name="reward_models",
+    code_version="1",
+    kinds={"parquet"},
+    **ACCELERATOR,
+    description="Does each reward model tell right from wrong? Every study RM scores up to `diagnostic_samples` "
+    "correct and as many wrong (verified wrong, stopped normally) native samples of the family, one per problem "
+    "where it can; P(correct outscores wrong) (ROC AUC) with a bootstrap 95% CI, score means and spreads. Below "
+    "0.6 an RM's perceived quality says little about correctness, and the rewards assets and the report warn.",
+)
+def rm_diagnostics(context: dg.AssetExecutionContext, study: StudyResource, native_samples: pd.DataFrame,
+                   problem_pool: pd.DataFrame, reward_model: dict) -> dg.Output[pd.DataFrame]:
+    from qup_assets.reward.diagnostics import DIAGNOSTIC_COLUMNS, diagnose, diagnostic_samples
+    from qup_assets.reward.scorers import cached_scores, open_study_reward_model
+
+    s = study.load()
+    name = context.partition_key
+    picked = diagnostic_samples(native_samples, s.evaluation.diagnostic_samples, s.sampling.seed).merge(
+        problem_pool[["problem_id", "problem"]], on="problem_id")
+    rows = []
+    for rm in s.reward_models:
+        scorer = open_study_reward_model(rm, reward_model[rm.name]["path"])
+        scores = pd.Series(cached_scores(scorer, study.cache_dir, picked["problem"], picked["completion"],
+                                         progress=context.log.info, label=f"{rm.name} on native samples"))
+        row = diagnose(name, rm.name, scores, picked["correct"], s.evaluation.bootstrap_samples, s.sampling.seed)
+        if row["warning"]:
+            context.log.warning(row["warning"])
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=DIAGNOSTIC_COLUMNS)
+    meta: dict = {"dagster/row_count": len(df), "diagnostics": md_table(df.drop(columns=["model_family"]).round(3))}
+    for r in rows:
+        meta[f"{r['reward_model']}/p_correct_over_wrong"] = dg.MetadataValue.float(float(r["p_correct_over_wrong"]))
+    context.add_output_metadata(meta)
+    return versioned(df)
+
+
 def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{variant}_rewards",
@@ -192,30 +232,24 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
         **ACCELERATOR,
         ins={"traces": dg.AssetIn(f"{variant}_traces")},
         description=f"Perceived quality of {variant} traces: every study reward model scores each (problem, trace) "
-        "pair of the family's common problem set. Long format: model_family, problem_id, reward_model, score.",
+        "pair of the family's common problem set. Long format: model_family, problem_id, reward_model, score. "
+        "Metadata carries each RM's P(correct > wrong) on the family's native samples (rm_diagnostics).",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, traces: pd.DataFrame,
-               common_problems: pd.DataFrame, problem_pool: pd.DataFrame, reward_model: dict) -> dg.Output[pd.DataFrame]:
-        from qup_assets.backends.base import stable_hash
-        from qup_assets.reward.scorers import open_reward_model
+               common_problems: pd.DataFrame, problem_pool: pd.DataFrame, reward_model: dict,
+               rm_diagnostics: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        from qup_assets.reward.scorers import cached_scores, open_study_reward_model
 
         s = study.load()
         name = context.partition_key
         t = on_common_set(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
+        diag = rm_diagnostics.set_index("reward_model")
         frames = []
         meta: dict = {}
         for rm in s.reward_models:
-            info = reward_model[rm.name]
-            scorer = open_reward_model(rm.kind, info["path"], batch_size=rm.batch_size,
-                                       trust_remote_code=rm.trust_remote_code, aggregation=rm.aggregation,
-                                       system=rm.system, max_batch_tokens=rm.max_batch_tokens,
-                                       backend=rm.backend, engine_args=rm.engine.engine_args())
-            problems, comps = list(t["problem"]), list(t["completion"])
-            keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(problems, comps)]
-            with ResponseCache(study.cache_dir, "rm-" + scorer.fingerprint[:16]) as cache:
-                scores = cached_chunks(cache, keys, lambda idx: scorer.score([problems[i] for i in idx], [comps[i] for i in idx]),
-                                       encode=lambda v: {"score": v}, decode=lambda h: h["score"],
-                                       progress=context.log.info, label=f"{variant} {rm.name} rewards")
+            scorer = open_study_reward_model(rm, reward_model[rm.name]["path"])
+            scores = cached_scores(scorer, study.cache_dir, t["problem"], t["completion"], progress=context.log.info,
+                                   label=f"{variant} {rm.name} rewards")
             df = pd.DataFrame({"model_family": name, "problem_id": t["problem_id"].values, "reward_model": rm.name,
                                "score": scores})
             frames.append(df)
@@ -225,6 +259,12 @@ def build_rewards_asset(variant: str) -> dg.AssetsDefinition:
                 f"{rm.name}/std": dg.MetadataValue.float(float(df["score"].std())),
                 f"{rm.name}/quantiles": md_table(pd.DataFrame({"q": q.index, "score": q.values.round(4)})),
             })
+            if rm.name in diag.index:
+                d = diag.loc[rm.name]
+                meta[f"{rm.name}/p_correct_over_wrong"] = dg.MetadataValue.md(
+                    f"{d['p_correct_over_wrong']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}] on "
+                    f"{d['n_correct']} correct / {d['n_wrong']} wrong native samples"
+                    + (f"\n\n**Warning:** {d['warning']}" if d["warning"] else ""))
         out = pd.concat(frames, ignore_index=True)
         meta["dagster/row_count"] = len(out)
         meta["histogram"] = dg.MetadataValue.md(_histogram(out, variant))

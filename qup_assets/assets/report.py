@@ -20,13 +20,14 @@ from qup_assets.report.analysis import (
     verdict,
 )
 from qup_assets.report.render import Report, data_uri, make_plots, markdown, table1_display, write_report
-from qup_assets.report.tables import grid_table, table1, table2
+from qup_assets.report.tables import grid_table, reward_distribution, table1, table2
 from qup_assets.storage.tables import report_dir
 
 _INS = {
     **{f"{v}_{kind}": dg.AssetIn(f"{v}_{kind}") for v in ALL_VARIANTS
        for kind in ("rewards", "adaptation", "checkpoints", "eval")},
     "base_eval": dg.AssetIn("base_eval"),
+    "rm_diagnostics": dg.AssetIn("rm_diagnostics"),
 }
 
 
@@ -70,12 +71,13 @@ REFRESH = (
 
 @dg.asset(
     group_name="report",
-    code_version="1",
+    code_version="2",
     kinds={"markdown", "html"},
     ins=_INS,
     automation_condition=REFRESH,
     description="The paradox report: Table 1 (mean reward per RM and Avg@k per objective, with CIs, per family), "
-    "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), Spearman and Kendall rank "
+    "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), reward-model diagnostics "
+    "(does each RM tell the family's correct samples from its wrong ones?), Spearman and Kendall rank "
     "correlations of reward and of PPL with accuracy (per family and pooled, bootstrap intervals), a verdict "
     "generated from those intervals, plots, and the paper's published numbers for reference. Written to "
     "QUP_STORE/studies/{study name}/report/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
@@ -117,7 +119,8 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
         verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs),
         loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,
-        grid=grid_table(evals),
+        grid=grid_table(evals), rm_diagnostics=inputs["rm_diagnostics"].reset_index(drop=True),
+        reward_distribution=reward_distribution(rewards),
     )
     rep.plots = make_plots(rep)
     out = report_dir(study.store)

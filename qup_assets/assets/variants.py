@@ -12,7 +12,7 @@ from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.oracle.base import OracleItem, OracleResult
-from qup_assets.oracle.llm import PROMPT_VERSION, LLMOracle, prompt_template
+from qup_assets.oracle.llm import PROMPT_VERSIONS, LLMOracle, prompt_template
 from qup_assets.oracle.symbolic import SymbolicOracle
 from qup_assets.study import Study
 
@@ -23,8 +23,8 @@ VARIANT_COLUMNS = [
     "repaired_steps", "semantic_preservation", "edit_distance", "n_chars",
 ]
 DESCRIPTIONS = {
-    "oracle_refined": "Oracle-Refined: the Oracle repairs each native trace with minimal intervention, in its own "
-    "(compact) style.",
+    "oracle_refined": "Oracle-Refined: the Oracle polishes each native trace into its own clear, rigorous style and "
+    "fixes anything wrong: the student's steps kept, part of its sentences and notation the Oracle's (compact) own.",
     "oracle_synthesized": "Oracle-Synthesized: the Oracle solves each problem from scratch, in its own style.",
     "reference": "The dataset's own reference solution for the same problems (the NuminaMath-subset analogue).",
     "style_aligned": "Style-Aligned Refinement: the Oracle fixes logical errors while strictly keeping the student's "
@@ -45,7 +45,7 @@ def _open_oracle(study: StudyResource, s: Study, family, verifier, stack):
     o = s.oracle
     if o.kind == "symbolic":
         style = family.student.style if family.student.kind == "synthetic" else None
-        return SymbolicOracle(verifier, student_style=style)
+        return SymbolicOracle(verifier, student_style=style, polish_share=o.polish_share)
     from qup_assets.backends.factory import load_tokenizer, open_backend
     from qup_assets.backends.hub import resolve_model
     from qup_assets.study import Family, HFStudent
@@ -134,7 +134,7 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
         name=f"{variant}_traces",
         partitions_def=model_family,
         group_name=variant,
-        code_version=f"1-{PROMPT_VERSION}" if task else "1",
+        code_version=f"2-{PROMPT_VERSIONS[task]}" if task else "2",
         kinds={"parquet"},
         **(ACCELERATOR if task else {}),
         description=DESCRIPTIONS[variant] + " One row per native trace (same problem ids); failures are kept with "

@@ -16,12 +16,16 @@ from qup_assets.backends.cache import ResponseCache, cached_sample
 from qup_assets.oracle.base import OracleItem, OracleResult
 
 PROMPTS = Path(__file__).parent / "prompts"
-PROMPT_VERSION = "v1"
+# Each task's prompt version. refine v2 (2026-12-03): "polish a trace into the Oracle's own clear, rigorous
+# style, fixing anything wrong", as the symbolic Oracle's refine means; v1 asked for minimal intervention,
+# which on an already-correct trace may hand the native trace back.
+PROMPT_VERSIONS = {"refine": "v2", "synthesize": "v1", "style_align": "v1"}
+PROMPT_VERSION = "-".join(f"{k}.{v}" for k, v in sorted(PROMPT_VERSIONS.items()))
 MAX_OUTPUT_CHARS = 20_000
 
 
-def prompt_template(kind: str, version: str = PROMPT_VERSION) -> str:
-    return (PROMPTS / f"{kind}.{version}.txt").read_text(encoding="utf-8")
+def prompt_template(kind: str, version: str | None = None) -> str:
+    return (PROMPTS / f"{kind}.{version or PROMPT_VERSIONS[kind]}.txt").read_text(encoding="utf-8")
 
 
 def parse_output(text: str) -> str | None:

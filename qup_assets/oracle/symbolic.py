@@ -5,18 +5,26 @@ Never evaluates text: equations are matched by a regular expression and computed
 rows) every step is checked against the true chain of values; without one, each
 equation's own arithmetic is checked and corrected values are propagated forward.
 
-- refine:      the repaired steps, re-rendered in the Oracle's compact style (syntactic compaction)
+- refine:      what an Oracle's polish of a student trace is: the repairs made, the student's steps kept;
+               a share `polish_share` of the traces (chosen per problem) rewritten in the Oracle's own
+               form (`\\(12+5=17\\)`, the paper's syntactic compaction), the rest handed back with the
+               repairs only, as an LLM asked to polish a trace sometimes rewrites it and sometimes returns
+               it nearly as it was. Per trace, not per sentence: these students have only ever read whole
+               solutions in one style, and any within-trace mixture measured more surprising to them than
+               the Oracle's own text (PPL 2.6-15.7 against 1.9-2.4, 2026-12-03), which no real student shows
 - synthesize:  a solution from the program, in the Oracle's style
 - style_align: the repairs written into the student's own text; nothing else changes
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
+from qup_assets.backends.base import stable_hash
 from qup_assets.mathcore.extract import extract_answer
 from qup_assets.oracle.base import OracleItem, OracleResult
 from qup_assets.world.generator import Program
@@ -24,7 +32,6 @@ from qup_assets.world.styles import STYLES, Style, get_style
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _EQ = re.compile(rf"(?P<a>{_NUM})(?P<s1>\s*)(?P<op>\+|-|\\times|\*|×|\\cdot|\\div|/|÷)(?P<s2>\s*)(?P<b>{_NUM})\s*=\s*(?P<r>{_NUM})")
-_MATH_EQ = re.compile(rf"(?:\$\s*|\\\(\s*)?{_EQ.pattern}(?:\s*\$|\s*\\\))?")
 _OP_NAME = {"+": "add", "-": "sub", "\\times": "mul", "*": "mul", "×": "mul", "\\cdot": "mul",
             "\\div": "div", "/": "div", "÷": "div"}
 _MAX_STEPS = 64
@@ -105,9 +112,10 @@ def _answer_span(text: str) -> tuple[int, int] | None:
 
 
 class SymbolicOracle:
-    name = "symbolic-v1"
-
-    def __init__(self, verifier, student_style: str | None = None, items_word: str = "items"):
+    def __init__(self, verifier, student_style: str | None = None, items_word: str = "items",
+                 polish_share: float = 0.5):
+        self.name = f"symbolic-v2:polish-{polish_share:g}"
+        self.polish_share = polish_share
         self.verifier = verifier
         self.oracle_style: Style = STYLES["oracle"]
         self.student_style = get_style(student_style) if student_style else None
@@ -145,27 +153,14 @@ class SymbolicOracle:
         if kind == "refine":
             aligned = self._align(it.native, parsed, steps, final)
             answer = fmt(final) if final is not None else extract_answer(it.native).answer
-            return OracleResult(self._compact(aligned, answer), True, "repaired" if wrong else "checked", 1, wrong)
+            if random.Random(stable_hash("polish", it.problem_id)).random() < self.polish_share:
+                return OracleResult(self._render_oracle(steps, answer) if steps else aligned, True,
+                                    "polished" + (", repaired" if wrong else ""), 1, wrong)
+            return OracleResult(aligned, True, "repaired, wording kept" if wrong else "kept", 1, wrong)
         if kind == "style_align":
             return OracleResult(self._align(it.native, parsed, steps, final), True,
                                 "repaired" if wrong else "unchanged", 1, wrong)
         raise ValueError(f"unknown oracle task {kind!r}")
-
-    def _compact(self, text: str, answer: str) -> str:
-        """The repaired trace with every equation re-typeset the Oracle's way (`\\(a+b=c\\)`, no spaces)
-        and the Oracle's answer line: the student's step structure stays, its notation does not."""
-        o = self.oracle_style
-
-        def retype(m: re.Match) -> str:
-            return o.step.format(i=0, verb="", v=m["a"], op=o.ops[_OP_NAME[m["op"]]], b=m["b"], r=m["r"], items="")
-
-        body = _MATH_EQ.sub(retype, text)
-        lines = body.split("\n")
-        span = _answer_span(body)
-        if span:
-            idx = body.count("\n", 0, span[0])
-            lines = lines[:idx]
-        return "\n".join([ln for ln in lines if ln.strip()] + [o.answer.format(r=answer, items=self.items_word)])
 
     def _render_oracle(self, steps: list[Step], answer) -> str:
         conv = [(fmt(a), op, fmt(b), fmt(r)) for a, op, b, r in steps]

@@ -38,6 +38,8 @@ class Report:
     families: list[str] = field(default_factory=list)  # exactly the study file's families that were evaluated
     excluded: list[str] = field(default_factory=list)  # evaluated partitions no longer in the study file
     grid: pd.DataFrame = field(default_factory=pd.DataFrame)  # every training grid point (empty: one point)
+    rm_diagnostics: pd.DataFrame = field(default_factory=pd.DataFrame)  # reward/diagnostics.py, per family x RM
+    reward_distribution: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.reward_distribution
 
 
 # ---------------------------------------------------------------- plots
@@ -205,7 +207,8 @@ def world_statement(rep: Report) -> str:
     return ("**What this study is.** The synthetic world: generated arithmetic word problems with exact answers, "
             "tiny student models pretrained here from scratch (each family in its own solution style), a symbolic "
             "Oracle that checks and rewrites steps with exact rational arithmetic, and a reward model trained here "
-            "on Oracle-preferred pairs (so it rewards the Oracle's style, as real RMs reward strong-model text). "
+            "as outcome RMs are (mostly right-vs-wrong pairs within one writer's style, some pairs preferring the "
+            "Oracle's style; its diagnostics below show what it learned). "
             "The numbers test the pipeline and the mechanism, not Qwen2.5-Math: run data/studies/paper.yaml on GPUs "
             "for that.")
 
@@ -216,6 +219,26 @@ def _family_lines(rep: Report) -> list[str]:
         lines.append(f"Excluded: {', '.join(rep.excluded)} (removed from the study file; their data is kept in "
                      "the store but not pooled here).")
     return lines
+
+
+def rm_section(rep: Report) -> list[str]:
+    """Reward-model diagnostics: is "perceived quality" evidence of correctness for this family?"""
+    if rep.rm_diagnostics.empty:
+        return []
+    d = rep.rm_diagnostics
+    show = d.assign(**{"P(correct > wrong)": [f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in
+                                              zip(d["p_correct_over_wrong"], d["ci_low"], d["ci_high"])]})
+    show = show[["model_family", "reward_model", "P(correct > wrong)", "n_correct", "n_wrong", "mean_correct",
+                 "mean_wrong", "sd_correct", "sd_wrong"]].round(3)
+    parts = ["## Reward-model diagnostics",
+             "Each RM scores the family's own native samples, correct and wrong (verified wrong after a normal stop): "
+             "P(correct outscores wrong) is the ROC AUC, 95% bootstrap interval. 0.5 is chance: such an RM's "
+             "perceived quality says nothing about correctness.", _md(show)]
+    parts += [f"**Warning:** {w}" for w in d["warning"] if w]
+    if not rep.reward_distribution.empty:
+        dist = rep.reward_distribution.assign(variant=rep.reward_distribution["variant"].map(lambda v: LABELS.get(v, v)))
+        parts += ["Score distribution per variant (raw scores, the common problem set):", _md(dist.round(3))]
+    return parts
 
 
 def markdown(rep: Report, image_src) -> str:
@@ -240,6 +263,7 @@ def markdown(rep: Report, image_src) -> str:
         _md(table1_display(rep)),
         "## Table 2: the mechanism (perplexity under the base student, by quartile of the trace)",
         _md(table2_display(rep)),
+        *rm_section(rep),
         "## The paradox in numbers: rank correlation with accuracy across variants",
         "Spearman (each point is a family x variant x objective; interval: bootstrap over problems):",
         _md(show),
@@ -266,7 +290,7 @@ def markdown(rep: Report, image_src) -> str:
             f"{r['x']}: Spearman {r['spearman']:+.2f}, Kendall {r['kendall']:+.2f} (n = {r['n_points']})"
             for _, r in pc.iterrows()) + ".",
         "## Files",
-        "table1.csv, table2.csv, correlations.csv, differences.csv, paper_reference.csv"
+        "table1.csv, table2.csv, correlations.csv, differences.csv, rm_diagnostics.csv, paper_reference.csv"
         + (", grid.csv" if not rep.grid.empty else "") + "; one PNG per plot; "
         "report.html (self-contained).",
     ]
@@ -290,6 +314,8 @@ def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     put("table2.csv", rep.table2.to_csv(index=False).encode())
     put("correlations.csv", rep.correlations.to_csv(index=False).encode())
     put("differences.csv", rep.differences.to_csv(index=False).encode())
+    if not rep.rm_diagnostics.empty:
+        put("rm_diagnostics.csv", rep.rm_diagnostics.to_csv(index=False).encode())
     put("paper_reference.csv", PAPER.to_csv(index=False).encode())
     if not rep.grid.empty:
         put("grid.csv", rep.grid.to_csv(index=False).encode())

@@ -89,3 +89,16 @@ def grid_table(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rank = df["variant"].map(order).fillna(len(order))  # the report's variant order, others after
     return (df.assign(_rank=rank).sort_values(["model_family", "objective", "_rank", "lr", "batch_size"])
             .drop(columns="_rank").reset_index(drop=True))
+
+
+def reward_distribution(rewards: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each RM's score distribution per family and variant (raw scores): where a variant sits, and how spread."""
+    rows = []
+    for v, df in rewards.items():
+        for (fam, rm), g in df.groupby(["model_family", "reward_model"], sort=True):
+            q = g["score"].quantile([0.1, 0.5, 0.9])
+            rows.append({"model_family": fam, "reward_model": rm, "variant": v, "n": len(g),
+                         "mean": g["score"].mean(), "sd": g["score"].std(), "q10": q[0.1], "median": q[0.5],
+                         "q90": q[0.9]})
+    return pd.DataFrame(rows, columns=["model_family", "reward_model", "variant", "n", "mean", "sd", "q10", "median",
+                                       "q90"])

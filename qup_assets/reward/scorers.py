@@ -252,3 +252,25 @@ def open_reward_model(kind: str, model_dir: str | Path, batch_size: int = 8, tru
     if kind == "nemotron":
         return NemotronRM(model_dir, **common)
     raise ValueError(f"unknown reward model kind {kind!r}")
+
+
+def open_study_reward_model(rm, path: str):
+    """The scorer for one study reward model entry (study.RewardModel) resolved to `path`."""
+    return open_reward_model(rm.kind, path, batch_size=rm.batch_size, trust_remote_code=rm.trust_remote_code,
+                             aggregation=rm.aggregation, system=rm.system, max_batch_tokens=rm.max_batch_tokens,
+                             backend=rm.backend, engine_args=rm.engine.engine_args())
+
+
+def cached_scores(scorer, cache_dir: Path, problems: Sequence[str], solutions: Sequence[str], progress=None,
+                  label: str = "rewards") -> list[float]:
+    """Scores through the content-addressed cache (scorer fingerprint + problem + solution): a re-run, or the
+    same text scored for another asset, costs nothing."""
+    from qup_assets.backends.cache import ResponseCache, cached_chunks
+
+    problems, solutions = list(problems), list(solutions)
+    keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(problems, solutions)]
+    with ResponseCache(cache_dir, "rm-" + scorer.fingerprint[:16]) as cache:
+        return cached_chunks(cache, keys, lambda idx: scorer.score([problems[i] for i in idx],
+                                                                   [solutions[i] for i in idx]),
+                             encode=lambda v: {"score": v}, decode=lambda h: h["score"], progress=progress,
+                             label=label)

@@ -131,10 +131,18 @@ def tell(program: Program, name: str, items: str, rng: random.Random) -> str:
 def textbook_solution(program: Program, name: str, items: str) -> str:
     """The dataset's own reference CoT: full sentences, $...$ math, a final \\boxed{}."""
     values = program.values()
-    lines = [f"{name} starts with {program.start} {items}."]
-    for s, v, r in zip(program.steps, values, values[1:]):
-        lines.append(_TEXTBOOK[s.op].format(name=name, b=s.arg, v=v, r=r, items=items))
-    lines.append(f"Therefore, {name} has $\\boxed{{{program.answer}}}$ {items} in the end.")
+    steps = [(v, s.op, s.arg, r) for s, v, r in zip(program.steps, values, values[1:])]
+    return textbook_steps(program.start, steps, program.answer, name, items)
+
+
+def textbook_steps(start: int, steps: list[tuple], answer, name: str, items: str) -> str:
+    """The textbook's wording of any chain of (a, op, b, r) steps, right or wrong; no answer line when
+    `answer` is None (a solution cut off before its end)."""
+    lines = [f"{name} starts with {start} {items}."]
+    for v, op, b, r in steps:
+        lines.append(_TEXTBOOK[op].format(name=name, b=b, v=v, r=r, items=items))
+    if answer is not None:
+        lines.append(f"Therefore, {name} has $\\boxed{{{answer}}}$ {items} in the end.")
     return "\n".join(lines)
 
 

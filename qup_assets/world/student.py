@@ -141,6 +141,7 @@ def build_synthetic_student(
     from qup_assets.study import Prompt
     from qup_assets.training.pretrain import encode_examples, pretrain
     from qup_assets.world.generator import generate, textbook_solution
+    from qup_assets.world.mistakes import MISTAKES, wrong_chain
     from qup_assets.world.styles import STYLES, get_style
 
     seed = int(stable_hash("pretrain-corpus", family, spec.seed)[:8], 16)
@@ -154,7 +155,9 @@ def build_synthetic_student(
     corpus = corpus[:want]
     style = get_style(spec.style)
     # Like a real pretraining corpus, a small share of solutions is written by others (other students,
-    # the Oracle, textbooks): the student has seen those styles, but rarely.
+    # the Oracle, textbooks): the student has seen those styles, but rarely. And like the web, some
+    # solutions in its own style are wrong (`wrong_solution_share`: forum answers, other students' work):
+    # the base model learns those habits too, which is what rejection sampling later filters out.
     others = [s for s in STYLES.values() if s.name != spec.style]
     mix = random.Random(seed)
     completions = []
@@ -164,6 +167,10 @@ def build_synthetic_student(
             completions.append(mix.choice(others).render(p.program, p.items))
         elif r < spec.foreign_style_share:
             completions.append(textbook_solution(p.program, p.name, p.items))
+        elif spec.wrong_solution_share and mix.random() < spec.wrong_solution_share:
+            mistake = mix.choice([m for m in MISTAKES if m != "garbled"])
+            start, steps, answer = wrong_chain(p.program, mistake, mix)
+            completions.append(style.render_steps(steps, answer, p.items))
         else:
             completions.append(style.render(p.program, p.items))
     # The tokenizer sees every writer's style (as a real tokenizer sees the web); the model only its own.

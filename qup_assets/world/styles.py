@@ -34,7 +34,8 @@ class Style:
         lines = [self.intro.format(v=steps[0][0] if steps else answer, items=items)] if self.intro else []
         for i, (a, op, b, r) in enumerate(steps, start=1):
             lines.append(self.step.format(i=i, verb=self.verbs[op], v=a, op=self.ops[op], b=b, r=r, items=items))
-        lines.append(self.answer.format(r=answer, items=items))
+        if answer is not None:  # None: a solution cut off before its answer line
+            lines.append(self.answer.format(r=answer, items=items))
         return self.joiner.join(lines)
 
 
