@@ -288,6 +288,8 @@ class RewardModel(_Strict):
     train_steps: int = Field(300, gt=0)
     pretrain_steps: int = Field(600, gt=0)
     style_pair_share: float = Field(0.2, ge=0, le=1)
+    hidden_size: int = Field(128, ge=16, le=1024)
+    num_layers: int = Field(4, ge=1, le=24)
 
     @model_validator(mode="after")
     def _needs_model(self):

@@ -71,6 +71,24 @@ def test_paired_difference_interval_excludes_zero_only_for_a_real_gap():
     assert same["ci_low"] < 0 < same["ci_high"]
 
 
+def test_slm_rft_is_checked_against_the_base_model_not_assumed_to_help():
+    from qup_assets.report.analysis import rft_sentences
+
+    lifted = _family("qwen", [0] * 5, [1.5] * 5, [0.40, 0.30, 0.30, 0.30, 0.30])
+    lifted.base = np.random.default_rng(1).binomial(4, 0.25, len(lifted.benchmarks)) / 4
+    flat = _family("llama", [0] * 5, [1.5] * 5, [0.25, 0.30, 0.30, 0.30, 0.30], seed=2)
+    flat.base = np.random.default_rng(3).binomial(4, 0.25, len(flat.benchmarks)) / 4
+    no_base = _family("other", [0] * 5, [1.5] * 5, [0.3] * 5, seed=4)
+    d = paired_differences([lifted, flat, no_base], ["dft"], samples=300, seed=0)
+    rft = d[d["versus"] == "base"].set_index("model_family")
+    assert set(rft.index) == {"qwen", "llama"}  # a family without a base eval gets no row, not a made-up one
+    assert rft.loc["qwen", "difference"] == pytest.approx(0.15, abs=0.05) and rft.loc["qwen", "ci_low"] > 0
+    assert rft.loc["llama", "ci_low"] < 0 < rft.loc["llama", "ci_high"]
+    text = "\n".join(rft_sentences(d))
+    assert "qwen (DFT): fine-tuning on its own verified traces lifts" in text
+    assert "llama (DFT): fine-tuning on its own verified traces does not measurably change" in text
+
+
 def _report_for(tmp_path, description="a unit study"):
     """A Report over one synthetic family with the paper's shape, plots drawn."""
     from qup_assets.report.analysis import correlation_table, gap_sentences

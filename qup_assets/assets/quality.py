@@ -158,7 +158,8 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
         problems = [p for p in generate(rm.train_problems, seed, **knobs) if problem_id(p.problem) not in exclude]
         path = artifact_dir(study.store, "reward_model") / rm.name
         rep = train_reward_model(problems, path, seed=0, steps=rm.train_steps, pretrain_steps=rm.pretrain_steps,
-                                 style_pair_share=rm.style_pair_share, log=context.log.info)
+                                 style_pair_share=rm.style_pair_share, hidden_size=rm.hidden_size,
+                                 num_layers=rm.num_layers, log=context.log.info)
         out[rm.name] = {"kind": rm.kind, "path": rep.path, "fingerprint": folder_fingerprint(rep.path),
                         "heldout_pair_accuracy": rep.heldout_pair_accuracy}
         kinds = pd.DataFrame({"pair kind": list(rep.pair_kinds), "pairs": list(rep.pair_kinds.values())})

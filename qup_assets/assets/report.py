@@ -17,6 +17,7 @@ from qup_assets.report.analysis import (
     gap_sentences,
     paired_differences,
     paper_correlations,
+    rft_sentences,
     verdict,
 )
 from qup_assets.report.render import Report, data_uri, make_plots, markdown, table1_display, write_report
@@ -102,7 +103,7 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
     adaptation = {v: inputs[f"{v}_adaptation"] for v in ALL_VARIANTS}
     evals = {v: inputs[f"{v}_eval"] for v in ALL_VARIANTS}
     checkpoints = {v: inputs[f"{v}_checkpoints"] for v in ALL_VARIANTS}
-    per_problem = {v: _per_problem(study.store, v, families) for v in ALL_VARIANTS}
+    per_problem = {v: _per_problem(study.store, v, families) for v in [*ALL_VARIANTS, "base"]}
     objectives = list(tr.objectives)
     samples = min(ev.bootstrap_samples, 1000)
     scored = combined_reward(rewards)  # one reward per trace: several RMs z-scored first (Table 1 keeps them raw)
@@ -117,7 +118,7 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
         table1=table1(rewards, evals, inputs["base_eval"], objectives, tr.lr, tr.batch_size, samples, ev.seed),
         table2=table2(adaptation, scored, evals, objectives, tr.lr, tr.batch_size),
         correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
-        verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs),
+        verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs), rft=rft_sentences(diffs),
         loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,
         grid=grid_table(evals), rm_diagnostics=inputs["rm_diagnostics"].reset_index(drop=True),
         reward_distribution=reward_distribution(rewards),
@@ -128,7 +129,7 @@ def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **in
     for line in rep.verdict:
         context.log.info(line)
     context.add_output_metadata({
-        "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + [""] + rep.gaps)),
+        "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + [""] + rep.gaps + [""] + rep.rft)),
         "report": dg.MetadataValue.md(markdown(rep, lambda n: data_uri(rep.plots[n]))),
         "table1": md_table(table1_display(rep), max_rows=40, width=40),
         "families": ", ".join(families),

@@ -33,6 +33,7 @@ class Report:
     paper_correlations: pd.DataFrame
     verdict: list[str]
     gaps: list[str]
+    rft: list[str] = field(default_factory=list)  # SLM-RFT vs the base model, per family and objective
     loss_curves: dict = field(default_factory=dict)  # (family, variant, objective) -> [(step, loss)]
     plots: dict = field(default_factory=dict)  # name -> PNG bytes
     families: list[str] = field(default_factory=list)  # exactly the study file's families that were evaluated
@@ -259,6 +260,8 @@ def markdown(rep: Report, image_src) -> str:
         "\n\n".join(rep.verdict),
         "**Does Style-Aligned Refinement close the gap?** (macro Avg@k difference, paired bootstrap over benchmark items)",
         "\n".join(rep.gaps) or "(no style-aligned results yet)",
+        *(["**Does fine-tuning on its own traces help?** (SLM-RFT against the base model, macro Avg@k, paired "
+           "bootstrap over benchmark items)", "\n".join(rep.rft)] if rep.rft else []),
         f"## Table 1: perceived quality vs utility (mean reward and Avg@{rep.k}, 95% CIs)",
         _md(table1_display(rep)),
         "## Table 2: the mechanism (perplexity under the base student, by quartile of the trace)",
@@ -324,7 +327,8 @@ def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     put("headline.txt", table1_display(rep).to_string(index=False).encode())
     put("report.md", markdown(rep, lambda n: f"{n}.png").encode())
     put("report.html", html_page(rep).encode())
-    paths["verdict.json"] = write_json_atomic({"verdict": rep.verdict, "gaps": rep.gaps}, out_dir / "verdict.json")
+    paths["verdict.json"] = write_json_atomic({"verdict": rep.verdict, "gaps": rep.gaps, "rft": rep.rft},
+                                              out_dir / "verdict.json")
     return paths
 
 
