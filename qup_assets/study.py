@@ -260,11 +260,16 @@ class Oracle(_Strict):
     # symbolic Oracle only: the share of traces its refine rewrites in the Oracle's own form (the others come
     # back with their repairs only), as an LLM asked to polish sometimes rewrites and sometimes hands back
     polish_share: float = Field(0.5, ge=0, le=1)
+    # LLM Oracle only: also ask it to judge each rewrite's semantic preservation (adaptation/judge.py), as the
+    # paper used a GPT judge; column `semantic_judge` of the variant tables
+    semantic_judge: bool = False
 
     @model_validator(mode="after")
     def _llm_needs_model(self):
         if self.kind == "llm" and not (self.model and self.backend):
             raise ValueError("an 'llm' oracle needs model and backend")
+        if self.semantic_judge and self.kind != "llm":
+            raise ValueError("semantic_judge needs an 'llm' oracle (the symbolic one has no judgement to give)")
         return self
 
 

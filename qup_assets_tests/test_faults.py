@@ -85,7 +85,7 @@ def test_missing_pieces_fail_clearly_and_recover_once_fixed(micro_study, monkeyp
     assert main(["run", "--study", str(ms.study), "--select", "key:oracle_refined_traces"]) == 0
 
     # 4. A reward model path that does not exist: a clear failure, then recovery.
-    ms.study.write_text(original.replace("{name: synthetic-rm, kind: synthetic, train_problems: 400, train_steps: 80}",
+    ms.study.write_text(original.replace("{name: synthetic-rm, kind: synthetic, train_problems: 400, train_steps: 60, pretrain_steps: 60}",
                                          "{name: skywork, kind: sequence_classifier, model: /nonexistent/skywork-rm}"))
     assert main(["run", "--study", str(ms.study), "--select", "key:reward_model"]) == 1
     err = capsys.readouterr().err

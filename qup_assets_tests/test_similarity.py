@@ -169,3 +169,33 @@ def test_style_align_of_a_correct_trace_keeps_everything(verifier):
         items.append(OracleItem(f"p{i + 1}", p.problem, p.answer, render("qwen", p.program), p.program.to_json()))
     for item, r in zip(items, SymbolicOracle(verifier, student_style="qwen").run("style_align", items)):
         assert r.ok and semantic_preservation(item.native, r.completion) == 1.0
+
+
+def test_the_llm_judge_reads_a_score_caches_it_and_never_guesses(tmp_path):
+    """The paper profile's second opinion: the Oracle's backend scores each rewrite 0-10 through the versioned
+    prompt and the response cache; a reply without a readable score is None, a pair without a rewrite too."""
+    from qup_assets.adaptation.judge import judge_preservation, parse_score
+    from qup_assets.backends.cache import ResponseCache
+    from qup_assets_tests.test_oracle import ScriptedLM
+
+    assert parse_score("Same steps and answer. Score: 9") == 0.9
+    assert parse_score("Score: 4/10, then Score: 7") == 0.7  # the last one, as the prompt asks it last
+    assert parse_score("I would say high") is None and parse_score("Score: 42") is None and parse_score(None) is None
+    lm = ScriptedLM(["It keeps everything. Score: 10", "Wrong numbers. Score: 2", "no idea"])
+    natives = ["12 + 5 = 17", "12 + 5 = 17", "12 + 5 = 17", "12 + 5 = 17"]
+    with ResponseCache(tmp_path, "judge") as cache:
+        scores = judge_preservation(lm, cache, natives, ["\\(12+5=17\\)", "12 + 5 = 18", "x", None])
+    assert scores == [1.0, 0.2, None, None] and lm.calls == 3
+    assert "Solution A (the original):\n12 + 5 = 17" in lm.prompts[0] and "\\(12+5=17\\)" in lm.prompts[0]
+    with ResponseCache(tmp_path, "judge") as cache:
+        again = judge_preservation(lm, cache, natives, ["\\(12+5=17\\)", "12 + 5 = 18", "x", None])
+    assert again == scores and lm.calls == 3  # all from the cache
+
+
+def test_the_judge_is_only_for_an_llm_oracle():
+    import pytest
+
+    from qup_assets.study import Oracle
+
+    with pytest.raises(ValueError, match="semantic_judge needs an 'llm' oracle"):
+        Oracle(kind="symbolic", semantic_judge=True)

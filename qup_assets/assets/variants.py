@@ -5,6 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
+from qup_assets.adaptation.judge import judge_preservation
 from qup_assets.adaptation.similarity import normalized_edit_distance, semantic_preservation
 from qup_assets.assets.metadata import md_table, versioned
 from qup_assets.assets.partitions import model_family
@@ -20,7 +21,7 @@ ORACLE_TASKS = {"oracle_refined": "refine", "oracle_synthesized": "synthesize", 
 VARIANTS = ["oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
 VARIANT_COLUMNS = [
     "model_family", "problem_id", "prompt", "completion", "correct", "oracle", "attempts", "reason",
-    "repaired_steps", "semantic_preservation", "edit_distance", "n_chars",
+    "repaired_steps", "semantic_preservation", "semantic_judge", "edit_distance", "n_chars",
 ]
 DESCRIPTIONS = {
     "oracle_refined": "Oracle-Refined: the Oracle polishes each native trace into its own clear, rigorous style and "
@@ -83,7 +84,8 @@ def _side_by_side(native: pd.DataFrame, variant: pd.DataFrame, n: int = 3) -> st
     return "\n".join(lines)
 
 
-def _variant_frame(family: str, native: pd.DataFrame, results: list[OracleResult], oracle: str) -> pd.DataFrame:
+def _variant_frame(family: str, native: pd.DataFrame, results: list[OracleResult], oracle: str,
+                   judged: list | None = None) -> pd.DataFrame:
     comps = [r.completion if r.ok else None for r in results]
     return pd.DataFrame(
         {
@@ -97,6 +99,7 @@ def _variant_frame(family: str, native: pd.DataFrame, results: list[OracleResult
             "reason": [r.reason for r in results],
             "repaired_steps": [r.repaired_steps for r in results],
             "semantic_preservation": [semantic_preservation(n, c) if c else None for n, c in zip(native["completion"], comps)],
+            "semantic_judge": judged if judged is not None else [None] * len(comps),
             "edit_distance": [normalized_edit_distance(n, c) if c else None for n, c in zip(native["completion"], comps)],
             "n_chars": [len(c) if c else None for c in comps],
         },
@@ -116,6 +119,9 @@ def _metadata(df: pd.DataFrame, native: pd.DataFrame, seconds: float, oracle_pro
             float(ok["n_chars"].mean() / native["completion"].str.len().mean()) if len(ok) else 0.0),
         "mean_edit_distance": dg.MetadataValue.float(float(ok["edit_distance"].mean()) if len(ok) else 0.0),
         "mean_semantic_preservation": dg.MetadataValue.float(float(ok["semantic_preservation"].mean()) if len(ok) else 0.0),
+        **({"mean_semantic_judge": dg.MetadataValue.float(float(ok["semantic_judge"].dropna().mean())),
+            "semantic_judge_unreadable": int(ok["semantic_judge"].isna().sum())}
+           if ok["semantic_judge"].notna().any() else {}),
         "oracle": str(df["oracle"].iloc[0]) if len(df) else "",
         "examples": dg.MetadataValue.md(_side_by_side(native, df)),
         "wall_time_s": round(seconds, 1),
@@ -150,6 +156,7 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
         started = time.monotonic()
         items = _items(native_traces, problem_pool)
         cache_stats: dict = {}
+        judged = None
         with contextlib.ExitStack() as stack:
             verifier = stack.enter_context(study.verifier(s))
             if task is None:
@@ -170,11 +177,15 @@ def build_variant_asset(variant: str) -> dg.AssetsDefinition:
                     results = oracle.run(task, items)
                 except BackendError as e:
                     raise dg.Failure(description=f"oracle unavailable during {task}: {e}") from None
+                if s.oracle.semantic_judge and isinstance(oracle, LLMOracle):
+                    judged = judge_preservation(oracle.lm, oracle.cache, list(native_traces["completion"]),
+                                                [r.completion if r.ok else None for r in results],
+                                                oracle.chat_format, progress=context.log.info)
                 if isinstance(oracle, LLMOracle):
                     cache_stats = {"oracle_cache_hits": oracle.cache.hits, "oracle_generated": oracle.cache.misses}
                 oracle_name = oracle.name
                 prompt_text = prompt_template(task) if isinstance(oracle, LLMOracle) else None
-        df = _variant_frame(name, native_traces, results, oracle_name)
+        df = _variant_frame(name, native_traces, results, oracle_name, judged)
         context.add_output_metadata({**_metadata(df, native_traces, time.monotonic() - started, prompt_text), **cache_stats})
         return versioned(df)
 
