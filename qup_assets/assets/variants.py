@@ -25,7 +25,8 @@ VARIANT_COLUMNS = [
 ]
 DESCRIPTIONS = {
     "oracle_refined": "Oracle-Refined: the Oracle polishes each native trace into its own clear, rigorous style and "
-    "fixes anything wrong: the student's steps kept, part of its sentences and notation the Oracle's (compact) own.",
+    "fixes anything wrong, the student's steps kept (the symbolic Oracle rewrites a share of the traces in its "
+    "compact form and hands the rest back with the repairs only).",
     "oracle_synthesized": "Oracle-Synthesized: the Oracle solves each problem from scratch, in its own style.",
     "reference": "The dataset's own reference solution for the same problems (the NuminaMath-subset analogue).",
     "style_aligned": "Style-Aligned Refinement: the Oracle fixes logical errors while strictly keeping the student's "

@@ -238,6 +238,9 @@ def paired_differences(fams: list[FamilyData], objectives: list[str], samples: i
         rng = np.random.default_rng(seed)
         draws = [np.concatenate([rng.choice(np.flatnonzero(f.benchmarks == b), size=int((f.benchmarks == b).sum()))
                                  for b in np.unique(f.benchmarks)]) for _ in range(samples)]
+        if f.base is not None:  # the base model's macro accuracy, whole and per draw: one for every objective
+            base_full = f.macro(f.base[None, :])[0]
+            base_boot = np.array([f.macro(f.base[None, :], d)[0] for d in draws])
         for o in objectives:
             acc = f.accuracy[o]
             full = f.macro(acc)
@@ -250,8 +253,7 @@ def paired_differences(fams: list[FamilyData], objectives: list[str], samples: i
                              "ci_low": float(np.quantile(diff, 0.025)), "ci_high": float(np.quantile(diff, 0.975))})
             if f.base is not None:  # does fine-tuning on its own traces (RFT) lift the student at all?
                 ia = VARIANTS.index("native")
-                base_full = f.macro(f.base[None, :])[0]
-                diff = boot[:, ia] - np.array([f.macro(f.base[None, :], d)[0] for d in draws])
+                diff = boot[:, ia] - base_boot
                 rows.append({"model_family": f.family, "objective": o, "variant": "native", "versus": "base",
                              "difference": float(full[ia] - base_full),
                              "ci_low": float(np.quantile(diff, 0.025)), "ci_high": float(np.quantile(diff, 0.975))})

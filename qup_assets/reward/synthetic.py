@@ -23,6 +23,7 @@ samples, and the report shows whether the RM tells them apart.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,33 +123,32 @@ def train_reward_model(problems: list[WorldProblem], out_dir: Path, seed: int = 
         return tok([rm_text(tok, b["problem"], b[side]) for b in batch], return_tensors="pt", padding=True,
                    add_special_tokens=False)
 
-    def step_targets(batch, side):
+    def step_targets(batch, side, texts, offsets, last):
         """(positions, labels) of every line end of each solution: 1 while its lines so far agree with the
         right solution's (same writer), else 0; the last token: whether the solution is the right one."""
         rows, cols, labels = [], [], []
         for r, b in enumerate(batch):
-            text = rm_text(tok, b["problem"], b[side])
-            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            ends = [e for _, e in enc["offset_mapping"]]
-            base = text.rfind(b[side])
+            ends = offsets[r, : int(last[r]) + 1, 1].tolist()
             good_lines = b["better"].split("\n")
             lines = b[side].split("\n")
-            at = base
+            at = texts[r].rfind(b[side])
             for i, line in enumerate(lines[:-1]):
                 at += len(line)
                 t = next((j for j, e in enumerate(ends) if e > at), None)
                 if t is not None:
                     rows.append(r), cols.append(t), labels.append(float(lines[: i + 1] == good_lines[: i + 1]))
                 at += 1
-            rows.append(r), cols.append(len(ends) - 1), labels.append(float(b[side] == b["better"]))
+            rows.append(r), cols.append(int(last[r])), labels.append(float(b[side] == b["better"]))
         return torch.tensor(rows), torch.tensor(cols), torch.tensor(labels)
 
     def scores_and_steps(batch, side):
-        enc = encode(batch, side)
-        all_scores = model.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        all_scores = model.score(all_scores)[..., 0]
+        """Scores at the last token and the step-label loss, from one tokenization of the batch."""
+        texts = [rm_text(tok, b["problem"], b[side]) for b in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False, return_offsets_mapping=True)
+        hidden = model.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        all_scores = model.score(hidden)[..., 0]
         last = enc["attention_mask"].sum(-1) - 1
-        rows, cols, labels = step_targets(batch, side)
+        rows, cols, labels = step_targets(batch, side, texts, enc["offset_mapping"], last)
         step_loss = torch.nn.functional.binary_cross_entropy_with_logits(all_scores[rows, cols], labels)
         return all_scores[torch.arange(len(batch)), last], step_loss
 
@@ -183,12 +183,8 @@ def train_reward_model(problems: list[WorldProblem], out_dir: Path, seed: int = 
             for pr, w in zip(b, won.tolist()):
                 wins.setdefault(pr["kind"], []).append(w)
     publish_model_dir(lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)), out_dir)
-    kinds: dict = {}
-    writers: dict = {}
-    for pr in pairs:
-        kinds[pr["kind"]] = kinds.get(pr["kind"], 0) + 1
-        writers[pr["writer"]] = writers.get(pr["writer"], 0) + 1
     flat = [w for ws in wins.values() for w in ws]
     return RewardModelReport(str(out_dir), len(pairs), sum(flat) / len(flat),
-                             {k: sum(v) / len(v) for k, v in sorted(wins.items())}, kinds, writers, curve,
-                             pre.loss_curve)
+                             {k: sum(v) / len(v) for k, v in sorted(wins.items())},
+                             dict(Counter(pr["kind"] for pr in pairs)), dict(Counter(pr["writer"] for pr in pairs)),
+                             curve, pre.loss_curve)
