@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from dataclasses import dataclass, field
@@ -336,29 +335,32 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+def _markdown_renderer():
+    """CommonMark plus pipe tables. Raw HTML is off (the commonmark preset turns it on): model text and study
+    descriptions reach the report, so a `<script>` in them must come out as text. Links keep markdown-it's
+    validateLink: javascript:, vbscript:, file: and data: are refused, except data:image/(gif|png|jpeg|webp),
+    which is how the plots are embedded."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def _page_template():
+    """The page shell (title, CSS) in report/page.html.j2, autoescaped: only the rendered body is marked safe."""
+    from jinja2 import Environment, FileSystemLoader
+
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=True, keep_trailing_newline=True)
+    return env.get_template("page.html.j2")
+
+
+def markdown_to_html(md: str, title: str) -> str:
+    """One self-contained page from Markdown: markdown-it renders the body, the jinja2 template wraps it."""
+    from markupsafe import Markup
+
+    body = _markdown_renderer().render(md)
+    return _page_template().render(study=title, body=Markup(body))
+
+
 def html_page(rep: Report) -> str:
-    """One self-contained page: the Markdown rendered by a tiny converter (tables, headings, images, paragraphs)."""
-    md = markdown(rep, lambda n: data_uri(rep.plots[n]))
-    body = []
-    for block in md.split("\n\n"):
-        b = block.strip()
-        if b.startswith("# "):
-            body.append(f"<h1>{html.escape(b[2:])}</h1>")
-        elif b.startswith("## "):
-            body.append(f"<h2>{html.escape(b[3:])}</h2>")
-        elif b.startswith("!["):
-            alt, src = b[2:].split("](", 1)
-            body.append(f'<img alt="{html.escape(alt)}" src="{src.rstrip(")")}">')
-        elif b.startswith("|"):
-            rows = [r.strip("|").split(" | ") for r in b.splitlines() if not r.startswith("|---")]
-            head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
-            cells = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
-        else:
-            text = html.escape(b).replace("**", "")
-            body.append("<p>" + text.replace("\n", "<br>") + "</p>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
-             "th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>qup report: {html.escape(rep.study)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    """The report as one self-contained HTML page: the Markdown with every plot inlined as a data: URI."""
+    return markdown_to_html(markdown(rep, lambda n: data_uri(rep.plots[n])), rep.study)
