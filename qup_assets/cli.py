@@ -372,6 +372,29 @@ def _verify_file(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- export
+
+
+def cmd_export(args) -> int:
+    """`qup export --study NAME --format lighteval --out DIR`: the study's eval tables as results files."""
+    from qup_assets.report.export import FORMATS, study_lighteval, write_lighteval
+    from qup_assets.storage.tables import study_store
+
+    if args.format not in FORMATS:
+        print(f"error: unknown export format {args.format!r}; formats: {', '.join(FORMATS)}", file=sys.stderr)
+        return 2
+    study = load_study(args.study)
+    store = study_store(store_root(), study.name)
+    results = study_lighteval(study, store)
+    if not results:
+        print(f"error: no eval tables for study {study.name!r} under {store / 'tables'} (*_eval/<family>.parquet); "
+              f"build them with: qup run --study {study.name}", file=sys.stderr)
+        return 1
+    for path in write_lighteval(results, Path(args.out)):
+        print(path)
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -430,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--answer-formats", choices=ANSWER_FORMATS, default="standard",
                    help="which answer formats count (a study's verification.answer_formats; paper: qwen_math)")
     v.set_defaults(fn=cmd_verify)
+
+    ex = sub.add_parser("export", help="write the study's eval results for other tools (lighteval's results JSON)")
+    study_arg(ex)
+    ex.add_argument("--format", default="lighteval",
+                    help="lighteval (the only format for now): results/<study>/<family>-<variant>-<objective>/"
+                    "results_<date>.json per trained model, <family>-base for the base model")
+    ex.add_argument("--out", required=True, help="folder to write into")
+    ex.set_defaults(fn=cmd_export)
     return p
 
 
