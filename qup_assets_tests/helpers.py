@@ -149,7 +149,13 @@ def results(store_root: Path, study: str) -> dict:
     """What a researcher reads of one study: every table (volatile columns aside), the report's CSVs and verdict."""
     base = store_root / "studies" / study
     out = results_of(store_root, study)
-    for name in ("table1.csv", "table2.csv", "correlations.csv", "differences.csv", "verdict.json", "headline.txt"):
+    import pandas as pd
+
+    # The CSVs as frames: compared like the tables, to float tolerance (two runs on different torch thread
+    # counts sum in different orders); the verdict and headline stay exact text.
+    for name in ("table1.csv", "table2.csv", "correlations.csv", "differences.csv"):
+        out[f"report/{name}"] = pd.read_csv(base / "report" / name)
+    for name in ("verdict.json", "headline.txt"):
         out[f"report/{name}"] = (base / "report" / name).read_text()
     return out
 
