@@ -26,7 +26,15 @@ from typing import Literal, get_args
 
 # The version of answer checking (extraction and comparison): every asset that verifies answers carries it
 # in its code version, so a change here shows its data as stale (definitions.py).
-CHECKER_VERSION = "3"
+# 4: a marker sentence that reads like code ("Answer: exec(open('/x/run-4'))") gives no answer, not a digit of it.
+CHECKER_VERSION = "4"
+
+# Text that reads like code is not mathematics: a gold answer like it is a broken or poisoned row (rejected
+# before parsing), and a marker sentence like it gives no answer.
+CODE_LIKE = re.compile(
+    r"__\w+|\bimport\s+\w|\b(?:eval|exec|compile|open|getattr|system|popen|input)\s*\(|\blambda\b|"
+    r"\b(?:os|sys|subprocess|builtins|shutil)\.\w|;\s*\w+\s*\(|\bdef\s+\w+\s*\(|<\s*script"
+)
 
 AnswerFormats = Literal["boxed", "standard", "qwen_math"]
 ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormats)
@@ -200,6 +208,8 @@ def _marker_answer(fragment: str) -> str:
                 break
             group.insert(0, prev)
         return ", ".join(normalize_answer(_span_content(m)) for m in group)
+    if CODE_LIKE.search(sentence):  # "Answer: exec(open('/x/run-4'))" is no answer, not "4"
+        return ""
     if re.search(r"[A-Za-z]{3,}", sentence.replace("\\", " ")):  # prose: "Sphere 3 hours ago" -> "3"
         numbers = _NUMBER.findall(sentence)
         if numbers:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Literal
 
-from qup_assets.mathcore.extract import AnswerFormats, clean_text, extract_answer, normalize_answer
+from qup_assets.mathcore.extract import CODE_LIKE, AnswerFormats, clean_text, extract_answer, normalize_answer
 
 Verdict = Literal["correct", "wrong", "no_answer", "timeout", "rejected"]
 
@@ -102,19 +102,12 @@ def prefilter(answer: str, max_chars: int) -> str | None:
     return None
 
 
-# A gold answer that reads like code is a broken or poisoned row, not mathematics: rejected before parsing.
-_CODE_LIKE = re.compile(
-    r"__\w+|\bimport\s+\w|\b(?:eval|exec|compile|open|getattr|system|popen|input)\s*\(|\blambda\b|"
-    r"\b(?:os|sys|subprocess|builtins|shutil)\.\w|`|;\s*\w+\s*\(|\bdef\s+\w+\s*\(|<\s*script"
-)
-
-
 def gold_unusable(gold: str, max_chars: int) -> str | None:
     """Why a (non-empty, normalized) gold answer cannot be used before any parsing, or None."""
     why = prefilter(gold, max_chars)
     if why:
         return f"gold: {why}"
-    m = _CODE_LIKE.search(gold)
+    m = CODE_LIKE.search(gold) or re.search("`", gold)  # a gold in backticks is markup gone wrong too
     return f"gold looks like code ({m.group(0)!r})" if m else None
 
 
