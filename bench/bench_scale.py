@@ -50,8 +50,9 @@ def main():
     from qup_assets.backends.cache import ResponseCache
     from qup_assets.mathcore.verify import VerifierPool
     from qup_assets.plan import gpu_hours
-    from qup_assets.problems.sources import problem_id
-    from qup_assets.report.analysis import VARIANTS, family_data
+    from qup_assets.common import problem_id
+    from qup_assets.report.analysis import family_data
+    from qup_assets.variants import names as variant_names
     from qup_assets.sampling.native import sample_native, select_traces
     from qup_assets.study import load_study
     from qup_assets.world.generator import generate
@@ -127,12 +128,12 @@ def main():
     t = time.perf_counter()
     ids = list(traces["problem_id"])
     rewards = {v: pd.DataFrame({"model_family": "fam", "problem_id": ids, "score": [rng.random() for _ in ids]})
-               for v in VARIANTS}
+               for v in variant_names()}
     adaptation = {v: pd.DataFrame({"model_family": "fam", "problem_id": ids, "nll": 1.0, "n_tokens": 380})
-                  for v in VARIANTS}
+                  for v in variant_names()}
     items = [f"b{i}" for i in range(1517)]
     per_problem = {v: pd.DataFrame({"model_family": "fam", "objective": "sft", "lr": 5e-5, "batch_size": 256,
-                                    "benchmark": "math", "problem_id": items, "accuracy": 0.5}) for v in VARIANTS}
+                                    "benchmark": "math", "problem_id": items, "accuracy": 0.5}) for v in variant_names()}
     assert family_data("fam", rewards, adaptation, per_problem, ["sft"], 5e-5, 256) is not None
     stage("report: aligned per-problem arrays", t)
     shutil.rmtree(tmp, ignore_errors=True)

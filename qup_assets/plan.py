@@ -8,8 +8,8 @@ import math
 import re
 from pathlib import Path
 
-from qup_assets.oracle.base import KINDS as ORACLE_KINDS
-from qup_assets.report.analysis import VARIANTS as REPORT_VARIANTS
+from qup_assets import variants
+from qup_assets.storage.catalog import list_tables, query
 from qup_assets.study import Study
 
 # One H100 80 GB, a 1.5B model, the transformers backend in bf16, measured by the team for issue 16:
@@ -24,10 +24,6 @@ REFERENCE_PARAMS = 1.5e9
 PUBLISHED_BENCHMARK_ITEMS = {"HuggingFaceH4/MATH-500": 500, "math-ai/minervamath": 272, "math-ai/aime24": 30,
                              "math-ai/amc23": 40, "math-ai/olympiadbench": 675}
 
-VARIANTS = len(REPORT_VARIANTS)  # native, reference and the three Oracle variants
-ORACLE_TASKS = len(ORACLE_KINDS)  # refine, synthesize, style-align
-
-
 def params_from_name(model: str | None) -> float | None:
     """Parameters from a model id that states them (Qwen/Qwen2.5-Math-7B -> 7e9, ...-RM-72B -> 72e9)."""
     m = re.search(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])", model or "")
@@ -37,7 +33,6 @@ def params_from_name(model: str | None) -> float | None:
 def benchmark_items(study: Study, store: Path) -> tuple[int | None, str]:
     """(items, where the number comes from): the materialized benchmarks table, the study's sizes, local
     files, or the benchmarks' published sizes."""
-    from qup_assets.storage.catalog import list_tables, query
 
     if "benchmarks" in list_tables(store):
         return int(query(store, "select count(*) as n from benchmarks")["n"][0]), "benchmarks table"
@@ -70,8 +65,9 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
     pool = getattr(study.problems, "size", None)
     items, items_from = benchmark_items(study, store)
     n_fam = len(study.families)
+    n_var, n_oracle = len(variants.names()), len(variants.oracle_tasks())  # the registry's variants
     grid = len(study.training.grid.lr) * len(study.training.grid.batch_size) if study.training.grid else 1
-    ckpts = VARIANTS * len(study.training.objectives) * grid
+    ckpts = n_var * len(study.training.objectives) * grid
     s, ev, tr, o = study.sampling, study.evaluation, study.training, study.oracle
 
     def fmt(x):
@@ -85,10 +81,11 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
         (f"benchmark items ({items_from})", fmt(items)),
         ("native samples (N x pool x families)", fmt(mul(s.n, pool, n_fam))),
         ("  tokens to generate, at most", fmt(mul(s.n, pool, n_fam, s.max_tokens))),
-        ("oracle rewrites (3 variants x pool x families), at most", fmt(mul(ORACLE_TASKS, pool, n_fam))),
-        ("  oracle tokens, at most", fmt(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens))),
-        ("reward scores (variants x pool x RMs x families)", fmt(mul(VARIANTS, pool, len(study.reward_models), n_fam))),
-        ("perplexity passes (variants x pool x families)", fmt(mul(VARIANTS, pool, n_fam))),
+        ("variants", ", ".join(f"{v.name} ({v.source})" for v in variants.all_variants())),
+        (f"oracle rewrites ({n_oracle} variants x pool x families), at most", fmt(mul(n_oracle, pool, n_fam))),
+        ("  oracle tokens, at most", fmt(mul(n_oracle, pool, n_fam, o.max_tokens))),
+        ("reward scores (variants x pool x RMs x families)", fmt(mul(n_var, pool, len(study.reward_models), n_fam))),
+        ("perplexity passes (variants x pool x families)", fmt(mul(n_var, pool, n_fam))),
         ("fine-tuned checkpoints", fmt(ckpts * n_fam)),
         ("  training examples seen, at most", fmt(mul(ckpts, pool, tr.epochs, n_fam))),
         ("models evaluated (base + checkpoints) x families", fmt((1 + ckpts) * n_fam)),
@@ -103,12 +100,12 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
     for name, p in hf.items():
         stages = {
             "sampling": gpu_hours(mul(s.n, pool, s.max_tokens), "generate", p),
-            "perplexity": gpu_hours(mul(VARIANTS, pool, s.max_tokens), "score", p),
+            "perplexity": gpu_hours(mul(n_var, pool, s.max_tokens), "score", p),
             "training": gpu_hours(mul(ckpts, pool, tr.epochs, tr.max_length), "train", p),
             "evaluation": gpu_hours(mul(1 + ckpts, items, ev.k, ev.max_tokens), "generate", p),
         }
         for rm in study.reward_models:
-            stages[f"rewards {rm.name}"] = gpu_hours(mul(VARIANTS, pool, s.max_tokens), "score",
+            stages[f"rewards {rm.name}"] = gpu_hours(mul(n_var, pool, s.max_tokens), "score",
                                                      params_from_name(rm.model))
         known = [h for h in stages.values() if h is not None]
         size = f"{p / 1e9:g}B" if p else "size unknown"
@@ -116,7 +113,7 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
         rows.append((f"  {name} total", _h(sum(known)) if len(known) == len(stages) else "unknown"))
         total += sum(known)
     if o.kind == "llm":
-        oracle = gpu_hours(mul(ORACLE_TASKS, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model))
+        oracle = gpu_hours(mul(n_oracle, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model))
         rows.append((f"  oracle {o.model} (all families)", _h(oracle)))
         total += oracle or 0.0
     rows.append(("  all stages, all families", _h(total)))

@@ -44,7 +44,9 @@ def test_common_set_check_fails_when_too_many_problems_drop(tmp_path):
     import pandas as pd
 
     from qup_assets.assets.resources import StudyResource
-    from qup_assets.assets.variants import common_problems_large_enough
+    from qup_assets.assets.traces import build_common_problems
+
+    common_problems_large_enough = build_common_problems()[1]
 
     study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path / "studies" / "micro"),
                           store_root=str(tmp_path))

@@ -163,7 +163,7 @@ def test_the_oracle_service_is_the_one_paper_yaml_names():
 
 def test_every_accelerator_step_of_the_paper_study_is_limited_per_run(tmp_path):
     defs = build_definitions("paper", store=str(tmp_path))
-    ops = {a.key.path[-1]: a.op for a in defs.assets}
+    ops = {k.path[-1]: a.op for a in defs.assets for k in a.keys}
     gpu = {name for name, op in ops.items() if op.pool == ACCELERATOR["pool"]}
     assert {"base_model", "native_samples", "native_rewards", "native_adaptation", "native_checkpoints",
             "native_eval", "base_eval", "oracle_refined_traces"} <= gpu

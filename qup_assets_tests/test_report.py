@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from qup_assets.report.analysis import (
-    VARIANTS,
     FamilyData,
     correlations,
     kendall,
@@ -14,6 +13,9 @@ from qup_assets.report.analysis import (
     spearman,
     verdict,
 )
+from qup_assets.variants import names
+
+VARIANTS = names()
 
 
 def test_rank_correlations_match_textbook_values():
@@ -35,7 +37,7 @@ def _family(name, reward_means, ppl_means, acc_means, n_problems=400, n_items=40
     nll = np.log(np.array(ppl_means))[:, None] * tokens * rng.uniform(0.9, 1.1, (v, n_problems))
     acc = {o: rng.binomial(4, np.clip(np.array(acc_means), 0, 1)[:, None], (v, n_items)) / 4 for o in ("sft", "dft")}
     bench = np.array(["a"] * (n_items // 2) + ["b"] * (n_items // 2))
-    return FamilyData(name, rewards, nll, tokens, acc, bench)
+    return FamilyData(name, VARIANTS, rewards, nll, tokens, acc, bench)
 
 
 def test_verdict_states_the_paradox_when_reward_anti_ranks_and_ppl_ranks_accuracy():
@@ -147,7 +149,7 @@ def test_a_training_grid_reports_its_main_point_and_never_pools_the_points():
     paired intervals (pooling would count every benchmark item four times and narrow the CIs)."""
     import pandas as pd
 
-    from qup_assets.report.analysis import VARIANTS, family_data
+    from qup_assets.report.analysis import family_data
 
     ids, items = [f"p{i}" for i in range(5)], [f"b{i}" for i in range(6)]
     rewards = {v: pd.DataFrame({"model_family": "f", "problem_id": ids, "score": 1.0}) for v in VARIANTS}

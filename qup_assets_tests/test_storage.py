@@ -4,9 +4,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from qup_assets.assets.io_manager import StoreIOManager
+from qup_assets.common import write_parquet_atomic
 from qup_assets.storage.catalog import connect, list_tables, query
-from qup_assets.storage.io_manager import StoreIOManager
-from qup_assets.storage.tables import table_path, write_parquet_atomic
+from qup_assets.storage.tables import table_path
 
 
 def test_atomic_write_leaves_only_the_final_file(tmp_path):

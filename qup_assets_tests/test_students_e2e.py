@@ -84,7 +84,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert all(r["k"] == 2 and r["n_problems"] == 20 and r["ci_low"] <= r["avg_at_k"] <= r["ci_high"] for r in rows)
     from transformers import AutoModelForCausalLM as _LM
 
-    assert _LM.from_pretrained(ck.loc[ck["objective"] == "dft", "path"].iloc[0]).num_parameters() > 100_000
+    assert _LM.from_pretrained(ms.store / ck.loc[ck["objective"] == "dft", "checkpoint"].iloc[0]).num_parameters() > 100_000
 
     # The report: files on disk, the verdict computed from the numbers, the table in the UI metadata.
     report = ms.store / "report"
@@ -343,7 +343,7 @@ def test_sigkill_during_training_reuses_finished_checkpoints(micro_study, monkey
     assert main(["run", "--study", str(ms.study), "--select", "key:native_checkpoints"]) == 0
     assert _meta(dg.DagsterInstance.get(), "native_checkpoints")["reused_checkpoints"].value == 0
     fresh = pd.read_parquet(table)
-    cols = ["objective", "steps", "examples", "tokens_trained", "eos_rate", "path"]
+    cols = ["objective", "steps", "examples", "tokens_trained", "eos_rate", "checkpoint"]
     pd.testing.assert_frame_equal(resumed[cols], fresh[cols])
     assert resumed["train_loss"].tolist() == pytest.approx(fresh["train_loss"].tolist(), rel=1e-5)
 

@@ -136,7 +136,7 @@ def test_lora_checkpoint_is_merged_into_a_plain_model_folder(tiny_model_dir, tmp
 
 
 def test_grid_points_cover_objectives_times_grid():
-    from qup_assets.assets.training import grid_points, point_name
+    from qup_assets.training.grid import grid_points, point_name
     from qup_assets.study import Grid
 
     t = Training(objectives=["sft", "dft"], grid=Grid(lr=[2e-5, 5e-5], batch_size=[128, 256]))
@@ -170,8 +170,8 @@ def test_checkpoints_asset_trains_on_two_processes_with_accelerate(micro_study, 
     # batch_size is the effective batch: split over two ranks, the optimizer takes as many steps as on one
     assert launched["steps"].tolist() == single["steps"].tolist() and (launched["examples"] == single["examples"]).all()
     assert (launched["eos_rate"] > 0).all()
-    for path in launched["path"]:
-        assert json.loads((Path(path) / "qup_training.json").read_text())["job"]["objective"] in {"sft", "dft"}
+    for path in launched["checkpoint"]:
+        assert json.loads((ms.store / path / "qup_training.json").read_text())["job"]["objective"] in {"sft", "dft"}
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero3"])

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from qup_assets.backends.base import ProgressFn, TokenLogprobs, stable_hash
+from qup_assets.backends.base import ProgressFn, TokenLogprobs
 from qup_assets.backends.cache import ResponseCache, cached_chunks
+from qup_assets.common import stable_hash
 
 QUARTILES = ("q1", "q2", "q3", "q4")
 
@@ -80,3 +83,35 @@ def attribution_table(variant: pd.DataFrame, native: pd.DataFrame, top: int = 12
                                      suffixes=("", "_native"))
     merged["token"] = merged["token"].map(repr)
     return merged[["token", "count", "share", "share_native", "mean_nll", "mean_nll_native"]].fillna(0.0)
+
+
+ADAPTATION_COLUMNS = ["model_family", "problem_id", "nll", "n_tokens", "ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4",
+                      "semantic_preservation", "edit_distance"]
+
+
+@dataclass
+class Adaptation:
+    table: pd.DataFrame  # ADAPTATION_COLUMNS, one row per trace of the common set
+    scored: list[TokenLogprobs]  # the variant's token log-probs
+    native_scored: list[TokenLogprobs]  # the native traces' on the same problems (the attribution baseline)
+    cache_hits: int
+    scored_now: int
+
+
+def adaptation_cost(lm, cache_dir: Path, family: str, traces: pd.DataFrame, native: pd.DataFrame | None,
+                    progress: ProgressFn | None = None) -> Adaptation:
+    """Per-trace NLL, tokens, PPL and quartile PPLs of `traces` (prompt, completion) under `lm`, with semantic
+    preservation and edit distance from the variant table; `native` None: the traces are the native ones."""
+    with ResponseCache(cache_dir, lm.fingerprint[:16]) as cache:
+        scored = cached_logprobs(lm, cache, list(traces["prompt"]), list(traces["completion"]), progress=progress)
+        native_scored = scored if native is None else cached_logprobs(
+            lm, cache, list(native["prompt"]), list(native["completion"]))
+        hits, misses = cache.hits, cache.misses
+    rows = pd.DataFrame([trace_metrics(t) for t in scored], columns=ADAPTATION_COLUMNS[2:9])
+    df = pd.concat([pd.DataFrame({"model_family": family, "problem_id": traces["problem_id"].values}), rows], axis=1)
+    if native is None:
+        df["semantic_preservation"], df["edit_distance"] = 1.0, 0.0
+    else:
+        df["semantic_preservation"] = traces["semantic_preservation"].values
+        df["edit_distance"] = traces["edit_distance"].values
+    return Adaptation(df[ADAPTATION_COLUMNS], scored, native_scored, hits, misses)

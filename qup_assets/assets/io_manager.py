@@ -1,8 +1,8 @@
 """The Dagster IO manager over the store: DataFrames as atomic Parquet, other values as JSON.
 
 (DuckDBPandasIOManager fails on dynamic partitions and its single-writer lock
-breaks parallel runs; see docs/ARCHITECTURE.md.) This is the one Dagster-aware
-module in storage/: it only maps asset keys and partitions to tables.py paths.
+breaks parallel runs; see docs/ARCHITECTURE.md.) It only maps asset keys and partitions
+to storage/tables.py paths.
 """
 
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from qup_assets.storage.tables import read_table, table_dir, table_path, write_json_atomic, write_parquet_atomic
+from qup_assets.common import write_json_atomic, write_parquet_atomic
+from qup_assets.storage.tables import read_table, table_dir, table_path
 
 
 class StoreIOManager(dg.ConfigurableIOManager):

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from qup_assets.markdown import markdown_table
+from qup_assets.storage.tables import content_hash
 
 
 def md_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> dg.MetadataValue:
@@ -42,10 +43,10 @@ def plot_markdown(draw, title: str, figsize=(5, 3)) -> str:
     return md
 
 
-def versioned(value, metadata: dict | None = None) -> dg.Output:
+def versioned(value, metadata: dict | None = None, output_name: str = "result") -> dg.Output:
     """An asset's value with its content hash as data version: re-materializing identical content is no
     change for Dagster's staleness (the UI) or for `qup run`, so nothing downstream recomputes."""
-    from qup_assets.storage.tables import content_hash
 
     warnings.filterwarnings("ignore", message=".*data_version.*", category=dg.BetaWarning)
-    return dg.Output(value, data_version=dg.DataVersion(content_hash(value)), metadata=metadata)
+    return dg.Output(value, output_name=output_name, data_version=dg.DataVersion(content_hash(value)),
+                     metadata=metadata)

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from qup_assets.mathcore.verify import VerifierPool
 from qup_assets.storage.namespace import NamespaceError, claim
@@ -39,10 +40,12 @@ class StudyResource(dg.ConfigurableResource):
     # Torch threads per run worker. 0: the usable cores / the runs that share them (queued or running
     # when this one starts, at most the instance's max_concurrent_runs), so runs never oversubscribe.
     torch_threads: int = 0
+    _study: Study | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         import torch
 
+        self._study = None  # read afresh by the run's first step, then shared by its steps
         n = self.threads_for(context.instance)
         torch.set_num_threads(n)
         context.log.info(f"torch threads: {n} (of {usable_cores()} cores)")
@@ -61,13 +64,16 @@ class StudyResource(dg.ConfigurableResource):
         return max(1, usable_cores() // share)
 
     def load(self) -> Study:
-        """The study file, claiming its name in the store: a second file with the same name fails here."""
-        s = load_study(self.study)
-        try:
-            claim(Path(self.store_root), s.name, s.source_path)
-        except NamespaceError as e:
-            raise dg.Failure(description=str(e)) from None
-        return s
+        """The study file, read once per run (every step of the run sees the same study) and claiming its name
+        in the store: a second file with the same name fails here."""
+        if self._study is None:
+            s = load_study(self.study)
+            try:
+                claim(Path(self.store_root), s.name, s.source_path)
+            except NamespaceError as e:
+                raise dg.Failure(description=str(e)) from None
+            self._study = s
+        return self._study
 
     @property
     def store(self) -> Path:

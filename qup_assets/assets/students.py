@@ -16,6 +16,7 @@ from qup_assets.backends.prompting import render_prompt
 from qup_assets.problems.sources import world_difficulty
 from qup_assets.sampling.native import sample_native, sampling_summary, select_traces
 from qup_assets.storage.tables import artifact_dir
+from qup_assets.world.student import build_synthetic_student
 
 
 def _loss_plot(curve: list) -> str:
@@ -66,7 +67,6 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
         )
         return versioned(info)
 
-    from qup_assets.world.student import build_synthetic_student
 
     spec = fam.student
     knobs = world_difficulty(s)

@@ -1,10 +1,10 @@
-"""The utility side of the paradox: `{variant}_checkpoints`, `{variant}_eval` and `base_eval` per family."""
+"""Fine-tuning: `{variant}_checkpoints` for every variant of the registry, each family's base model trained on the
+variant's traces of its common problem set, one HF model folder per objective and grid point."""
 
 import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,15 +14,10 @@ import yaml
 
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
-from qup_assets.assets.quality import ALL_VARIANTS, on_common_set
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
-from qup_assets.backends.base import BackendError
 from qup_assets.backends.factory import load_tokenizer
 from qup_assets.backends.prompting import render_prompt
-from qup_assets.evaluation.evaluate import evaluate_model
-from qup_assets.evaluation.metrics import EVAL_COLUMNS, MACRO
-from qup_assets.storage.tables import artifact_dir, write_parquet_atomic
-from qup_assets.study import Study, Training
+from qup_assets.study import Training
 from qup_assets.training.finetune import (
     FinetuneJob,
     FinetuneResult,
@@ -33,27 +28,14 @@ from qup_assets.training.finetune import (
     records_hash,
     stops_with_eos,
 )
+from qup_assets.training.grid import checkpoint_dir, checkpoints_dir, grid_points, point_name
 from qup_assets.training.launch import accelerate_config
+from qup_assets.variants import Variant, on_common_set
 
 CHECKPOINT_COLUMNS = [
-    "model_family", "objective", "lr", "batch_size", "path", "examples", "dropped_overlength", "steps",
+    "model_family", "objective", "lr", "batch_size", "checkpoint", "examples", "dropped_overlength", "steps",
     "tokens_trained", "train_loss", "eos_rate", "wall_time_s", "loss_curve",
 ]
-
-
-def grid_points(training: Training) -> list[tuple[str, float, int]]:
-    """(objective, lr, batch_size) for every checkpoint the study asks for; the grid replaces lr x batch."""
-    lrs = training.grid.lr if training.grid else [training.lr]
-    batches = training.grid.batch_size if training.grid else [training.batch_size]
-    return [(o, lr, b) for o in training.objectives for lr in lrs for b in batches]
-
-
-def point_name(objective: str, lr: float, batch_size: int, training: Training) -> str:
-    return objective if not training.grid else f"{objective}-lr{lr:g}-bs{batch_size}"
-
-
-def _group(variant: str) -> str:
-    return "students" if variant == "native" else variant
 
 
 def _run_accelerate(context: dg.AssetExecutionContext, job: FinetuneJob, records: list[dict],
@@ -103,11 +85,13 @@ def _loss_plot(curves: dict[str, list], title: str) -> str:
     return plot_markdown(draw, title)
 
 
-def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
+def build_checkpoints_asset(v: Variant) -> dg.AssetsDefinition:
+    variant = v.name
+
     @dg.asset(
         name=f"{variant}_checkpoints",
         partitions_def=model_family,
-        group_name=_group(variant),
+        group_name=v.group,
         code_version="2",
         kinds={"pytorch"},
         **ACCELERATOR,
@@ -115,7 +99,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
         description=f"The family's base model fine-tuned on {variant} traces of its common problem set with TRL's "
         "SFTTrainer: one HF model folder per objective (sft = NLL, dft = SFTConfig(loss_type='dft')) and grid point, "
         "loss on the completion only, eos appended, written atomically. Overlength traces are dropped with a count "
-        "(or refused), never cut.",
+        "(or refused), never cut. Column `checkpoint`: the folder, relative to the study's store.",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict, traces: pd.DataFrame,
                common_problems: pd.DataFrame, problem_pool: pd.DataFrame) -> dg.Output[pd.DataFrame]:
@@ -138,10 +122,11 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
         data_hash = records_hash(data.records, base_model.get("fingerprint", base_path))
         reused = 0
         rows, curves = [], {}
-        out_root = artifact_dir(study.store, f"{variant}_checkpoints", name)
+        out_root = checkpoints_dir(study.store, variant, name)
         for objective, lr, batch in grid_points(tr):
             point = point_name(objective, lr, batch, tr)
-            job = FinetuneJob(base_model=base_path, out_dir=str(out_root / point), objective=objective,
+            out_dir = checkpoint_dir(study.store, variant, name, objective, lr, batch, tr)
+            job = FinetuneJob(base_model=base_path, out_dir=str(out_dir), objective=objective,
                               lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
                               max_length=tr.max_length, seed=tr.seed,
                               lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code,
@@ -162,7 +147,7 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
                                  f"{len(probe)} training prompts; check the chat template's end-of-turn token")
             curves[point] = res.loss_curve
             rows.append({"model_family": name, "objective": objective, "lr": lr, "batch_size": batch,
-                         "path": res.path, "examples": res.examples, "dropped_overlength": len(data.dropped),
+                         "checkpoint": str(out_dir.relative_to(study.store)), "examples": res.examples, "dropped_overlength": len(data.dropped),
                          "steps": res.steps, "tokens_trained": res.tokens_trained, "train_loss": res.train_loss,
                          "eos_rate": eos, "wall_time_s": res.wall_time_s, "loss_curve": json.dumps(res.loss_curve)})
         df = pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
@@ -186,107 +171,3 @@ def build_checkpoints_asset(variant: str) -> dg.AssetsDefinition:
     return _asset
 
 
-checkpoint_assets = [build_checkpoints_asset(v) for v in ALL_VARIANTS]
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def evaluate(context: dg.AssetExecutionContext, study: StudyResource, s: Study, family: str, model_path: str,
-             benchmarks: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """evaluate_model with the study's family, cache and verifier; a backend that cannot open fails the asset."""
-    with study.verifier(s) as verifier:
-        try:
-            return evaluate_model(family, study.family(s, family), model_path, benchmarks, s.evaluation,
-                                  study.cache_dir, verifier, label=label, log=context.log.info)
-        except BackendError as e:
-            raise dg.Failure(description=f"{family}/{label}: {e}") from None
-
-
-def per_problem_path(store: Path, eval_asset: str, family: str) -> Path:
-    """Where an eval asset keeps its per-problem accuracies (read by the report's paired bootstraps)."""
-    return artifact_dir(store, eval_asset, family) / "per_problem.parquet"
-
-
-def _publish_eval(context: dg.AssetExecutionContext, study: StudyResource, tables: list[pd.DataFrame],
-                  problems: list[pd.DataFrame], stats: dict, started: float) -> dg.Output[pd.DataFrame]:
-    """The eval table, with its per-problem accuracies written beside it and the metadata attached."""
-    df = pd.concat(tables, ignore_index=True)[EVAL_COLUMNS]
-    pp = write_parquet_atomic(pd.concat(problems, ignore_index=True),
-                              per_problem_path(study.store, context.asset_key.path[-1], context.partition_key))
-    context.add_output_metadata(_eval_metadata(df, pp, stats, started))
-    return versioned(df)
-
-
-def _eval_metadata(df: pd.DataFrame, per_problem_path: Path, stats: dict, started: float) -> dict:
-    macro = df[df["benchmark"] == MACRO]
-    show = df.assign(ci=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(df["ci_low"], df["ci_high"])])
-    meta = {
-        "dagster/row_count": len(df),
-        "avg_at_k": md_table(show[["objective", "lr", "batch_size", "benchmark", "avg_at_k", "ci", "pass_at_k",
-                                   "n_problems", "no_answer_rate", "truncation_rate"]].round(4), max_rows=60),
-        "per_problem": dg.MetadataValue.path(str(per_problem_path)),
-        "wall_time_s": round(time.monotonic() - started, 1),
-        **stats,
-    }
-    for _, r in macro.iterrows():
-        meta[f"macro_avg_at_k/{r['objective']}"] = dg.MetadataValue.float(float(r["avg_at_k"]))
-    return meta
-
-
-def build_eval_asset(variant: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=f"{variant}_eval",
-        partitions_def=model_family,
-        group_name=_group(variant),
-        code_version="1",
-        kinds={"parquet"},
-        **ACCELERATOR,
-        ins={"checkpoints": dg.AssetIn(f"{variant}_checkpoints")},
-        description=f"Benchmark accuracy of every {variant} checkpoint: k samples per item at the study's temperature "
-        "and max tokens, verified; Avg@k with a bootstrap 95% CI over problems, pass@k, answer-extraction failure "
-        "and truncation rates, per benchmark and macro-averaged. Per-problem accuracies are kept beside the table.",
-    )
-    def _asset(context: dg.AssetExecutionContext, study: StudyResource, checkpoints: pd.DataFrame,
-               benchmarks: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-        s = study.load()
-        name = context.partition_key
-        started = time.monotonic()
-        tables, problems, stats = [], [], {"cache_hits": 0, "generated": 0}
-        for _, ck in checkpoints.iterrows():
-            point = point_name(ck["objective"], ck["lr"], ck["batch_size"], s.training)
-            # The canonical location in this store (the table's absolute path is for people; a store may move).
-            path = artifact_dir(study.store, f"{variant}_checkpoints", name) / point
-            if not (path / "config.json").is_file():
-                raise dg.Failure(description=f"{name}/{variant}: checkpoint folder {path} is missing; "
-                                 f"re-materialize {variant}_checkpoints for partition {name}")
-            table, probs, st = evaluate(context, study, s, name, str(path), benchmarks, f"{variant}/{point}")
-            ident = {"model_family": name, "objective": ck["objective"], "lr": ck["lr"], "batch_size": ck["batch_size"]}
-            tables.append(table.assign(**ident))
-            problems.append(probs.assign(**ident))
-            stats = {k: stats[k] + st[k] for k in stats}
-        return _publish_eval(context, study, tables, problems, stats, started)
-
-    return _asset
-
-
-eval_assets = [build_eval_asset(v) for v in ALL_VARIANTS]
-
-
-@dg.asset(
-    partitions_def=model_family,
-    group_name="students",
-    code_version="1",
-    kinds={"parquet"},
-    **ACCELERATOR,
-    description="Benchmark accuracy of the family's base model before any fine-tuning (objective 'none'): the "
-    "reference line every variant's checkpoints are compared with. Same protocol as the variants' eval.",
-)
-def base_eval(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
-              benchmarks: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    s = study.load()
-    name = context.partition_key
-    started = time.monotonic()
-    table, probs, stats = evaluate(context, study, s, name, study.model_path(base_model), benchmarks, "base")
-    ident = {"model_family": name, "objective": "none", "lr": float("nan"), "batch_size": 0}
-    return _publish_eval(context, study, [table.assign(**ident)], [probs.assign(**ident)], stats, started)

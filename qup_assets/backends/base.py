@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence
+
+from qup_assets.common import stable_hash
 
 ProgressFn = Callable[[str], None]
 
@@ -59,10 +59,6 @@ class LanguageModel(Protocol):
     def sample(self, requests: Sequence[Request], params: SamplingParams) -> list[Completion]: ...
 
     def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[TokenLogprobs]: ...
-
-
-def stable_hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def row_seed(seed: int, prompt: str, sample_idx: int) -> int:

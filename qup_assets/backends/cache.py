@@ -18,7 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
-from qup_assets.backends.base import Completion, LanguageModel, ProgressFn, Request, SamplingParams, stable_hash
+from qup_assets.backends.base import Completion, LanguageModel, ProgressFn, Request, SamplingParams
+from qup_assets.common import stable_hash
 
 
 _PREFIX = b'{"k": "'

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qup_assets.study import Family
+from qup_assets.backends.openai_backend import OpenAIBackend
+from qup_assets.backends.transformers_backend import TransformersBackend
+from qup_assets.backends.vllm_backend import VLLMBackend
+from qup_assets.study import Backend, Family
 
 
 def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
@@ -13,27 +16,40 @@ def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
 
 
-def open_backend(family: Family, model_dir: str | Path, seed: int = 0):
-    kind = family.backend.kind
+def open_lm(backend: Backend, model_dir: str | Path, *, dtype: str = "auto", trust_remote_code: bool = False,
+            seed: int = 0):
+    """A generation backend over a model folder (or, for an OpenAI-compatible server, a model name)."""
+    kind = backend.kind
     if kind == "transformers":
-        from qup_assets.backends.transformers_backend import TransformersBackend
 
-        dtype = family.student.dtype if family.student.kind == "hf" else "auto"
-        return TransformersBackend(model_dir, dtype=dtype, batch_size=family.backend.batch_size,
-                                   trust_remote_code=family.trust_remote_code)
+        return TransformersBackend(model_dir, dtype=dtype, batch_size=backend.batch_size,
+                                   trust_remote_code=trust_remote_code)
     if kind == "vllm":
-        from qup_assets.backends.vllm_backend import VLLMBackend
 
-        engine = family.backend.engine
+        engine = backend.engine
         args = engine.engine_args()
-        if "dtype" not in args and family.student.kind == "hf":
-            args["dtype"] = family.student.dtype
-        return VLLMBackend(model_dir, seed=seed, trust_remote_code=family.trust_remote_code,
+        if "dtype" not in args and dtype != "auto":
+            args["dtype"] = dtype
+        return VLLMBackend(model_dir, seed=seed, trust_remote_code=trust_remote_code,
                            prompts_per_call=engine.prompts_per_call, **args)
     if kind == "openai":
-        from qup_assets.backends.openai_backend import OpenAIBackend
-
-        b = family.backend
-        return OpenAIBackend(b.base_url, b.model or str(model_dir), api_key_env=b.api_key_env, api=b.api,
-                             max_concurrency=b.max_concurrency, send_seed=b.per_request_seed)
+        return OpenAIBackend(backend.base_url, backend.model or str(model_dir), api_key_env=backend.api_key_env,
+                             api=backend.api, max_concurrency=backend.max_concurrency,
+                             send_seed=backend.per_request_seed)
     raise ValueError(f"unknown backend {kind!r}")
+
+
+def open_backend(family: Family, model_dir: str | Path, seed: int = 0):
+    """The family's generation backend over one of its model folders (base model or checkpoint)."""
+    dtype = family.student.dtype if family.student.kind == "hf" else "auto"
+    return open_lm(family.backend, model_dir, dtype=dtype, trust_remote_code=family.trust_remote_code, seed=seed)
+
+
+def open_scorer(family: Family, model_dir: str | Path):
+    """Log-probabilities are computed locally: the vLLM engine when the family uses vLLM, otherwise transformers
+    (an OpenAI-served family is scored on its local weights)."""
+    if family.backend.kind == "vllm":
+
+        return VLLMBackend(model_dir, trust_remote_code=family.trust_remote_code)
+
+    return TransformersBackend(model_dir, trust_remote_code=family.trust_remote_code)

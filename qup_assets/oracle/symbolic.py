@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from qup_assets.backends.base import stable_hash
+from qup_assets.common import stable_hash
 from qup_assets.mathcore.extract import extract_answer
 from qup_assets.oracle.base import OracleItem, OracleResult
 from qup_assets.world.generator import Program

@@ -3,14 +3,28 @@ the services it names (Postgres storage, a Celery broker) must answer."""
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
+from qup_assets.study import REPO_ROOT
+
 
 class InstanceError(ValueError):
     """dagster.yaml asks for something this environment cannot provide."""
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, default .dagster_home in the repo, holding a copy of the repo's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists() and (REPO_ROOT / "dagster.yaml").exists():
+        shutil.copy(REPO_ROOT / "dagster.yaml", cfg)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 def pip_name(module: str) -> str:

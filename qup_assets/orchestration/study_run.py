@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from qup_assets.assets.jobs import FAMILY_JOB, REPORT_JOB, SHARED_JOB
 from qup_assets.assets.report import LAUNCHED_BY_QUP
-from qup_assets.definitions import FAMILY_JOB, REPORT_JOB, SHARED_JOB
 from qup_assets.orchestration.daemon import running_daemon
 from qup_assets.orchestration.runs import Launch, code_location, follow, submit
 from qup_assets.orchestration.stages import split_stages

@@ -9,7 +9,6 @@ cannot be parsed never reaches training or evaluation.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qup_assets.common import problem_id
 from qup_assets.mathcore.extract import answer_from_solution, clean_text, gold_from_cell
 from qup_assets.mathcore.verify import VerifierPool
 from qup_assets.study import FieldMap, HFSource, LocalSource, Source, Study, SyntheticSource
@@ -52,12 +52,6 @@ def world_difficulty(study: Study) -> dict:
     if isinstance(src, SyntheticSource):
         return {"min_steps": src.min_steps, "max_steps": src.max_steps, "max_operand": src.max_operand}
     return {"min_steps": 2, "max_steps": 4, "max_operand": 20}
-
-
-def problem_id(problem: str) -> str:
-    """Stable id from the problem text (whitespace and case insensitive)."""
-    key = re.sub(r"\s+", " ", problem.strip().lower())
-    return "p-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- raw rows per source kind

@@ -14,25 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-VARIANTS = ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
-LABELS = {
-    "base": "base model (no fine-tuning)",
-    "native": "SLM-RFT (native)",
-    "oracle_refined": "Oracle-Refined",
-    "oracle_synthesized": "Oracle-Synthesized",
-    "reference": "Reference solutions",
-    "style_aligned": "Style-Aligned",
-}
+from qup_assets import variants
+
 MACRO = "macro"
 
-# DESIGN.md section 1: Qwen2.5-Math-1.5B, DFT Avg@16, mean reward, perplexity under the student.
-PAPER = pd.DataFrame([
-    ("native", "SLM-RFT", 37.06, 1.47, 1.52),
-    ("oracle_refined", "Oracle-Refined", 34.06, 1.70, 1.85),
-    ("oracle_synthesized", "Oracle-Synthesized", 30.02, 1.88, 2.69),
-    ("reference", "NuminaMath (reference)", 31.28, 1.78, float("nan")),
-    ("style_aligned", "Style-Aligned (Qwen-72B oracle)", 39.12, 1.37, 1.46),
-], columns=["variant", "paper_name", "dft_avg_at_16", "mean_reward", "ppl"])
+
+def paper_table() -> pd.DataFrame:
+    """The paper's published numbers per variant (the registry's paper rows), for reference beside the study's."""
+    return pd.DataFrame([(v.name, v.paper.name, v.paper.dft_avg_at_16, v.paper.mean_reward, v.paper.ppl)
+                         for v in variants.all_variants() if v.paper],
+                        columns=["variant", "paper_name", "dft_avg_at_16", "mean_reward", "ppl"])
 
 
 # ---------------------------------------------------------------- rank correlation (no scipy needed)
@@ -73,6 +64,7 @@ class FamilyData:
     """One family's per-problem numbers, aligned across variants so bootstrap draws are paired."""
 
     family: str
+    variants: list[str]  # the row order of every array below (registry order)
     rewards: np.ndarray  # (variants, common problems): mean over reward models of each score
     nll: np.ndarray  # (variants, common problems)
     tokens: np.ndarray  # (variants, common problems)
@@ -124,8 +116,9 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
                 batch_size: int = 0) -> FamilyData | None:
     """Aligned arrays for one family, or None when some variant has no data for it yet. Accuracies are those
     of the training grid's main point (`at_main_point`)."""
+    order = [v for v in variants.names() if v in adaptation]
     common = None
-    for v in VARIANTS:
+    for v in order:
         ids = set(adaptation[v].loc[adaptation[v]["model_family"] == family, "problem_id"])
         common = ids if common is None else common & ids
     if not common:
@@ -136,13 +129,13 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
         s = df[df["model_family"] == family].groupby("problem_id")[col].mean()
         return s.reindex(ids).to_numpy(dtype=float)
 
-    r = np.stack([aligned(rewards[v], "score") for v in VARIANTS])
-    nll = np.stack([aligned(adaptation[v], "nll") for v in VARIANTS])
-    tok = np.stack([aligned(adaptation[v], "n_tokens") for v in VARIANTS])
+    r = np.stack([aligned(rewards[v], "score") for v in order])
+    nll = np.stack([aligned(adaptation[v], "nll") for v in order])
+    tok = np.stack([aligned(adaptation[v], "n_tokens") for v in order])
     acc, bench = {}, None
     for o in objectives:
         rows = []
-        for v in VARIANTS:
+        for v in order:
             pp = per_problem[v]
             pp = pp[(pp["model_family"] == family) & (pp["objective"] == o)]
             pp = at_main_point(pp, lr, batch_size).sort_values(["benchmark", "problem_id"]) if len(pp) else pp
@@ -159,7 +152,7 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
         pp = pp[pp["model_family"] == family].sort_values(["benchmark", "problem_id"])
         if len(pp) == len(bench):
             base = pp["accuracy"].to_numpy(dtype=float)
-    return FamilyData(family, r, nll, tok, acc, bench, base)
+    return FamilyData(family, order, r, nll, tok, acc, bench, base)
 
 
 # ---------------------------------------------------------------- correlations
@@ -246,13 +239,15 @@ def paired_differences(fams: list[FamilyData], objectives: list[str], samples: i
             full = f.macro(acc)
             boot = np.stack([f.macro(acc, d) for d in draws])
             for a, b in pairs:
-                ia, ib = VARIANTS.index(a), VARIANTS.index(b)
+                if a not in f.variants or b not in f.variants:
+                    continue
+                ia, ib = f.variants.index(a), f.variants.index(b)
                 diff = boot[:, ia] - boot[:, ib]
                 rows.append({"model_family": f.family, "objective": o, "variant": a, "versus": b,
                              "difference": float(full[ia] - full[ib]),
                              "ci_low": float(np.quantile(diff, 0.025)), "ci_high": float(np.quantile(diff, 0.975))})
-            if f.base is not None:  # does fine-tuning on its own traces (RFT) lift the student at all?
-                ia = VARIANTS.index("native")
+            if f.base is not None and "native" in f.variants:  # does RFT lift the student at all?
+                ia = f.variants.index("native")
                 diff = boot[:, ia] - base_boot
                 rows.append({"model_family": f.family, "objective": o, "variant": "native", "versus": "base",
                              "difference": float(full[ia] - base_full),
@@ -320,7 +315,7 @@ def gap_sentences(diffs: pd.DataFrame) -> list[str]:
     out = []
     for _, d in diffs[(diffs["variant"] == "style_aligned")].iterrows():
         sig = "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not distinguishable from"
-        out.append(f"- {d['model_family']} ({d['objective'].upper()}): Style-Aligned is {sig} {LABELS[d['versus']]} "
+        out.append(f"- {d['model_family']} ({d['objective'].upper()}): Style-Aligned is {sig} {variants.label(d['versus'])} "
                    f"({100 * d['difference']:+.1f} points, 95% CI [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]).")
     return out
 
@@ -338,10 +333,11 @@ def rft_sentences(diffs: pd.DataFrame) -> list[str]:
 
 def paper_correlations() -> pd.DataFrame:
     """The published shape, for reference beside this study's: rank correlations over the paper's variants."""
-    p = PAPER.dropna(subset=["ppl"])
+    paper = paper_table()
+    p = paper.dropna(subset=["ppl"])
     return pd.DataFrame([
-        {"x": "reward", "spearman": spearman(PAPER["mean_reward"], PAPER["dft_avg_at_16"]),
-         "kendall": kendall(PAPER["mean_reward"], PAPER["dft_avg_at_16"]), "n_points": len(PAPER)},
+        {"x": "reward", "spearman": spearman(paper["mean_reward"], paper["dft_avg_at_16"]),
+         "kendall": kendall(paper["mean_reward"], paper["dft_avg_at_16"]), "n_points": len(paper)},
         {"x": "ppl", "spearman": spearman(p["ppl"], p["dft_avg_at_16"]),
          "kendall": kendall(p["ppl"], p["dft_avg_at_16"]), "n_points": len(p)},
     ])

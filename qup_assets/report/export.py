@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from qup_assets.evaluation.metrics import MACRO
+from qup_assets.report.analysis import at_main_point
+from qup_assets.storage.tables import table_dir, table_path
 
 FORMATS = ("lighteval",)
 SUITE = "custom"  # lighteval's suite for tasks outside its registry (LightevalTaskConfig's default)
@@ -120,8 +122,6 @@ def study_lighteval(study, store: Path) -> dict[str, dict]:
     """model name -> lighteval results for a study (qup_assets.study.Study) from its store's eval tables:
     tables/<variant>_eval/<family>.parquet per objective at the training grid's main point (the report's
     Table 1 point), and tables/base_eval/<family>.parquet. Families are the study file's."""
-    from qup_assets.report.analysis import at_main_point
-    from qup_assets.storage.tables import table_dir, table_path
 
     ev, tr = study.evaluation, study.training
     generation = {"temperature": ev.temperature, "top_p": ev.top_p, "max_new_tokens": ev.max_tokens, "seed": ev.seed}

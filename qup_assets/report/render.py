@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from qup_assets import variants
+from qup_assets.common import write_json_atomic
 from qup_assets.markdown import markdown_table
-from qup_assets.report.analysis import LABELS, PAPER, VARIANTS
+from qup_assets.report.analysis import paper_table
 
 OBJ_MARKERS = {"sft": "o", "dft": "s"}
 FAMILY_STYLES = ["-", "--", ":", "-."]
@@ -59,7 +61,7 @@ def _colors():
     import matplotlib.pyplot as plt
 
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {v: cycle[i % len(cycle)] for i, v in enumerate(VARIANTS)}
+    return {v: cycle[i % len(cycle)] for i, v in enumerate(variants.names())}
 
 
 def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
@@ -90,8 +92,8 @@ def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
             yerr = [[100 * (acc - r1[f"ci_low_{o}"])], [100 * (r1[f"ci_high_{o}"] - acc)]]
             ax.errorbar(x, 100 * acc, xerr=xerr, yerr=yerr, fmt=OBJ_MARKERS.get(o, "o"), color=colors[v],
                         alpha=0.85, capsize=2, ms=6, fillstyle=fills[fam])
-    for v in VARIANTS:
-        ax.plot([], [], "o", color=colors[v], label=LABELS[v])
+    for v in sorted({v for _, v in t2.index}, key=variants.names().index):
+        ax.plot([], [], "o", color=colors[v], label=variants.label(v))
     for o in rep.objectives:
         ax.plot([], [], OBJ_MARKERS.get(o, "o"), color="gray", label=o.upper())
     if len(families) > 1:
@@ -114,7 +116,7 @@ def _quartiles(rep: Report) -> bytes:
     for i, (fam, g) in enumerate(rep.table2.groupby("model_family", sort=True)):
         for _, row in g.iterrows():
             ax.plot([1, 2, 3, 4], [row[f"ppl_q{q}"] for q in (1, 2, 3, 4)], FAMILY_STYLES[i % 4], marker="o",
-                    color=colors[row["variant"]], label=f"{LABELS[row['variant']]} ({fam})")
+                    color=colors[row["variant"]], label=f"{variants.label(row['variant'])} ({fam})")
     ax.set_xticks([1, 2, 3, 4], ["Q1", "Q2", "Q3", "Q4"])
     ax.set_xlabel("quartile of the trace")
     ax.set_ylabel("perplexity under the base student")
@@ -137,7 +139,7 @@ def _loss_curves(rep: Report) -> bytes | None:
             if obj != o or not curve:
                 continue
             ax.plot([s for s, _ in curve], [l for _, l in curve], FAMILY_STYLES[families.index(fam) % 4],
-                    color=colors[v], label=f"{LABELS[v]} ({fam})")
+                    color=colors[v], label=f"{variants.label(v)} ({fam})")
         ax.set_title(f"{o.upper()} training loss")
         ax.set_xlabel("optimizer step")
         ax.set_yscale("log")
@@ -171,7 +173,7 @@ def _ci(v, lo, hi, pct: bool) -> str:
 def table1_display(rep: Report) -> pd.DataFrame:
     rows = []
     for _, r in rep.table1.iterrows():
-        row = {"family": r["model_family"], "variant": LABELS.get(r["variant"], r["variant"])}
+        row = {"family": r["model_family"], "variant": variants.label(r["variant"])}
         for rm in rep.reward_models:
             row[f"reward ({rm})"] = _ci(r.get(f"reward_{rm}"), r.get(f"reward_{rm}_ci_low"), r.get(f"reward_{rm}_ci_high"), False)
         for o in rep.objectives:
@@ -182,7 +184,7 @@ def table1_display(rep: Report) -> pd.DataFrame:
 
 def table2_display(rep: Report) -> pd.DataFrame:
     t = rep.table2.copy()
-    t["variant"] = [LABELS[v] for v in t["variant"]]
+    t["variant"] = [variants.label(v) for v in t["variant"]]
     for o in rep.objectives:
         t[f"avg_at_k_{o}"] = (100 * t[f"avg_at_k_{o}"]).round(1)
     cols = ["model_family", "variant", "global_ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4", "reward",
@@ -191,8 +193,8 @@ def table2_display(rep: Report) -> pd.DataFrame:
 
 
 def paper_display() -> pd.DataFrame:
-    p = PAPER.copy()
-    p["variant"] = [LABELS[v] for v in p["variant"]]
+    p = paper_table()
+    p["variant"] = [variants.label(v) for v in p["variant"]]
     return p.rename(columns={"paper_name": "name in the paper", "dft_avg_at_16": "DFT Avg@16 (%)",
                              "mean_reward": "mean reward", "ppl": "PPL"})
 
@@ -236,7 +238,7 @@ def rm_section(rep: Report) -> list[str]:
              "perceived quality says nothing about correctness.", _md(show)]
     parts += [f"**Warning:** {w}" for w in d["warning"] if w]
     if not rep.reward_distribution.empty:
-        dist = rep.reward_distribution.assign(variant=rep.reward_distribution["variant"].map(lambda v: LABELS.get(v, v)))
+        dist = rep.reward_distribution.assign(variant=rep.reward_distribution["variant"].map(variants.label))
         parts += ["Score distribution per variant (raw scores, the common problem set):", _md(dist.round(3))]
     return parts
 
@@ -279,7 +281,7 @@ def markdown(rep: Report, image_src) -> str:
         parts.append(f"![training loss]({image_src('training_loss')})")
     if not rep.grid.empty:
         g = rep.grid.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rep.grid["ci_low"], rep.grid["ci_high"])])
-        g = g.assign(variant=g["variant"].map(lambda v: LABELS.get(v, v)))
+        g = g.assign(variant=g["variant"].map(variants.label))
         parts += [f"## Training grid: sensitivity (macro Avg@{rep.k} at every lr x batch size)",
                   "Tables 1-2, the correlations and the verdict use the main point (the training section's lr and "
                   "batch size); the other points are here, not pooled into them.",
@@ -301,7 +303,6 @@ def markdown(rep: Report, image_src) -> str:
 
 def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     """Write every file of the report atomically enough for readers: each file by rename."""
-    from qup_assets.storage.tables import write_json_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -318,7 +319,7 @@ def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     put("differences.csv", rep.differences.to_csv(index=False).encode())
     if not rep.rm_diagnostics.empty:
         put("rm_diagnostics.csv", rep.rm_diagnostics.to_csv(index=False).encode())
-    put("paper_reference.csv", PAPER.to_csv(index=False).encode())
+    put("paper_reference.csv", paper_table().to_csv(index=False).encode())
     if not rep.grid.empty:
         put("grid.csv", rep.grid.to_csv(index=False).encode())
     for name, png in rep.plots.items():

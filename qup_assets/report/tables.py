@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from qup_assets.evaluation.metrics import bootstrap_ci
-from qup_assets.report.analysis import MACRO, VARIANTS, at_main_point
+from qup_assets import variants
+from qup_assets.report.analysis import MACRO, at_main_point
 
 QUARTILES = ["ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4"]
 
@@ -29,7 +30,7 @@ def table1(rewards: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame], bas
                 row.update({f"avg_at_k_{o}": b["avg_at_k"].iloc[0], f"ci_low_{o}": b["ci_low"].iloc[0],
                             f"ci_high_{o}": b["ci_high"].iloc[0]})
         rows.append(row)
-        for v in VARIANTS:
+        for v in (v for v in variants.names() if v in rewards):
             row = {"model_family": fam, "variant": v}
             r = rewards[v][rewards[v]["model_family"] == fam]
             for rm, g in r.groupby("reward_model", sort=True):
@@ -58,7 +59,7 @@ def table2(adaptation: dict[str, pd.DataFrame], rewards: dict[str, pd.DataFrame]
     rows = []
     families = sorted({f for a in adaptation.values() for f in a["model_family"]})
     for fam in families:
-        for v in VARIANTS:
+        for v in (v for v in variants.names() if v in adaptation):
             a = adaptation[v][adaptation[v]["model_family"] == fam]
             if a.empty:
                 continue
@@ -85,7 +86,7 @@ def grid_table(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     if df.empty or df.groupby(["model_family", "variant", "objective"]).size().max() <= 1:
         return df.iloc[0:0]
-    order = {v: i for i, v in enumerate(VARIANTS)}
+    order = {v: i for i, v in enumerate(variants.names())}
     rank = df["variant"].map(order).fillna(len(order))  # the report's variant order, others after
     return (df.assign(_rank=rank).sort_values(["model_family", "objective", "_rank", "lr", "batch_size"])
             .drop(columns="_rank").reset_index(drop=True))

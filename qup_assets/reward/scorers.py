@@ -17,12 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from qup_assets.backends.base import stable_hash
-from qup_assets.backends.fingerprint import folder_fingerprint
+import pandas as pd
 
+from qup_assets.backends.cache import ResponseCache, cached_chunks
+from qup_assets.backends.fingerprint import folder_fingerprint
+from qup_assets.backends.vllm_backend import open_llm
+from qup_assets.common import stable_hash
 
 # The system turn Qwen2.5-Math-RM-72B's and -PRM's model cards put before the problem.
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+SCORE_COLUMNS = ["model_family", "problem_id", "reward_model", "score"]
 
 
 def rm_text(tokenizer, problem: str, solution: str, system: str | None = None) -> str:
@@ -210,7 +214,6 @@ class VLLMRewardModel:
                  engine_args: dict | None = None):
         from transformers import AutoTokenizer
 
-        from qup_assets.backends.vllm_backend import open_llm
 
         self.kind, self.model_dir = kind, str(model_dir)
         self.system = system if system is not None else (QWEN_MATH_SYSTEM if kind == "qwen_outcome" else None)
@@ -265,8 +268,6 @@ def cached_scores(scorer, cache_dir: Path, problems: Sequence[str], solutions: S
                   label: str = "rewards") -> list[float]:
     """Scores through the content-addressed cache (scorer fingerprint + problem + solution): a re-run, or the
     same text scored for another asset, costs nothing."""
-    from qup_assets.backends.cache import ResponseCache, cached_chunks
-
     problems, solutions = list(problems), list(solutions)
     keys = [stable_hash("reward", scorer.fingerprint, p, c) for p, c in zip(problems, solutions)]
     with ResponseCache(cache_dir, "rm-" + scorer.fingerprint[:16]) as cache:
@@ -274,3 +275,18 @@ def cached_scores(scorer, cache_dir: Path, problems: Sequence[str], solutions: S
                                                                    [solutions[i] for i in idx]),
                              encode=lambda v: {"score": v}, decode=lambda h: h["score"], progress=progress,
                              label=label)
+
+
+def score_traces(reward_models, resolved: dict, cache_dir: Path, family: str, traces: pd.DataFrame,
+                 progress=None, label: str = "") -> pd.DataFrame:
+    """Every study RM's score of every (problem, completion) row of `traces`, through the cache. Long format:
+    model_family, problem_id, reward_model, score (RMs in study order). `resolved`: the reward_model asset's
+    value (each RM's folder)."""
+    frames = []
+    for rm in reward_models:
+        scorer = open_study_reward_model(rm, resolved[rm.name]["path"])
+        scores = cached_scores(scorer, cache_dir, traces["problem"], traces["completion"], progress=progress,
+                               label=f"{label} {rm.name} rewards".strip())
+        frames.append(pd.DataFrame({"model_family": family, "problem_id": traces["problem_id"].values,
+                                    "reward_model": rm.name, "score": scores}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS)

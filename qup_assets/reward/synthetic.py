@@ -27,8 +27,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qup_assets.world.generator import WorldProblem, textbook_steps
+from qup_assets.backends.prompting import render_prompt
+from qup_assets.common import problem_id, publish_dir, stable_hash
+from qup_assets.reward.scorers import rm_text
+from qup_assets.study import Prompt
+from qup_assets.training.pretrain import encode_examples, pretrain
+from qup_assets.world.generator import WorldProblem, generate, textbook_steps
 from qup_assets.world.mistakes import MISTAKES, correct_chain, garble, wrong_chain
+from qup_assets.world.student import build_model, build_tokenizer
 from qup_assets.world.styles import STYLES
 
 CORRECTNESS_AGREEMENT = 0.95
@@ -81,10 +87,6 @@ def preference_pairs(problems: list[WorldProblem], seed: int, style_pair_share: 
 
 def _backbone(problems: list[WorldProblem], tok, hidden_size: int, num_layers: int, steps: int, seed: int, log):
     """A causal LM pretrained on every writer's correct solutions (the RM's starting point)."""
-    from qup_assets.backends.prompting import render_prompt
-    from qup_assets.study import Prompt
-    from qup_assets.training.pretrain import encode_examples, pretrain
-    from qup_assets.world.student import build_model
 
     rng = random.Random(seed)
     prompts = [render_prompt(tok, Prompt(), p.problem) for p in problems]
@@ -101,9 +103,6 @@ def train_reward_model(problems: list[WorldProblem], out_dir: Path, seed: int = 
     import torch
     from transformers import Qwen2ForSequenceClassification
 
-    from qup_assets.reward.scorers import rm_text
-    from qup_assets.storage.tables import publish_model_dir
-    from qup_assets.world.student import build_tokenizer
 
     pairs = preference_pairs(problems, seed, style_pair_share)
     n_held = max(20, len(pairs) // 10)
@@ -182,9 +181,19 @@ def train_reward_model(problems: list[WorldProblem], out_dir: Path, seed: int = 
             won = model(**encode(b, "better")).logits[:, 0] > model(**encode(b, "worse")).logits[:, 0]
             for pr, w in zip(b, won.tolist()):
                 wins.setdefault(pr["kind"], []).append(w)
-    publish_model_dir(lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)), out_dir)
+    publish_dir(lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)), out_dir)
     flat = [w for ws in wins.values() for w in ws]
     return RewardModelReport(str(out_dir), len(pairs), sum(flat) / len(flat),
                              {k: sum(v) / len(v) for k, v in sorted(wins.items())},
                              dict(Counter(pr["kind"] for pr in pairs)), dict(Counter(pr["writer"] for pr in pairs)),
                              curve, pre.loss_curve)
+
+
+def train_study_reward_model(rm, knobs: dict, exclude_ids: set[str], out_dir: Path, log=print) -> RewardModelReport:
+    """A study's `synthetic` RM (study.RewardModel): its own corpus of world problems drawn like the pool's
+    (`knobs`), none of them a pool or benchmark problem, then `train_reward_model`."""
+    seed = int(stable_hash("reward-model", rm.name)[:8], 16)
+    problems = [p for p in generate(rm.train_problems, seed, **knobs) if problem_id(p.problem) not in exclude_ids]
+    return train_reward_model(problems, out_dir, seed=0, steps=rm.train_steps, pretrain_steps=rm.pretrain_steps,
+                              style_pair_share=rm.style_pair_share, hidden_size=rm.hidden_size,
+                              num_layers=rm.num_layers, log=log)

@@ -6,7 +6,8 @@ import re
 
 import pandas as pd
 
-from qup_assets.backends.base import ProgressFn, Request, SamplingParams, stable_hash
+from qup_assets.backends.base import ProgressFn, Request, SamplingParams
+from qup_assets.common import stable_hash
 from qup_assets.backends.cache import ResponseCache, cached_sample
 from qup_assets.mathcore.extract import clean_text, last_boxed
 from qup_assets.mathcore.verify import VerifierPool

@@ -10,9 +10,6 @@ without any database lock.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -43,34 +40,6 @@ def report_dir(store: Path) -> Path:
     return Path(store) / "report"
 
 
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def write_parquet_atomic(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_json_atomic(obj, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def read_table(store: Path, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
     """One partition, several (concatenated), or the unpartitioned table."""
     if partitions is None:
@@ -87,27 +56,6 @@ def read_table(store: Path, asset: str, partitions: list[str] | None = None) -> 
                                     f"materialize it first: qup run --family {key} --select key:{asset}")
         frames.append(pd.read_parquet(path))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def publish_model_dir(save, out_dir: Path) -> Path:
-    """Write a model folder atomically: `save(tmp)` fills a sibling temp folder, which then replaces out_dir.
-
-    A reader (or a crashed run) sees the old folder or the new one, never a half-written checkpoint.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out_dir)
-    try:
-        save(tmp)
-        old = _tmp_sibling(out_dir) if out_dir.exists() else None
-        if old:
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def content_hash(value) -> str:

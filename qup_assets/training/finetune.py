@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from qup_assets.backends.base import Request, SamplingParams
 from qup_assets.backends.prompting import messages, render_prompt
+from qup_assets.backends.transformers_backend import TransformersBackend
+from qup_assets.common import publish_dir, stable_hash
 from qup_assets.study import Prompt
 
 
@@ -49,8 +52,6 @@ def _identity(job: dict) -> dict:
 
 
 def records_hash(records: Sequence[dict], base_model_fingerprint: str) -> str:
-    from qup_assets.backends.base import stable_hash
-
     return stable_hash(base_model_fingerprint, json.dumps(list(records), sort_keys=True, ensure_ascii=False))
 
 
@@ -251,7 +252,6 @@ def resume_point(job: FinetuneJob, is_main: bool | None = True) -> str | None:
 def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] = print,
              is_main: bool | None = None) -> FinetuneResult:
     """Train, then publish the model folder atomically (main process only) and return what happened."""
-    from qup_assets.storage.tables import publish_model_dir
 
     started = time.monotonic()
     out, work = Path(job.out_dir), _work_dir(job)
@@ -286,7 +286,7 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
             (Path(tmp) / "qup_training.json").write_text(
                 json.dumps({"job": asdict(job), "result": asdict(result)}, indent=2, sort_keys=True))
 
-        publish_model_dir(save, out)
+        publish_dir(save, out)
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
@@ -295,8 +295,6 @@ def finetune(job: FinetuneJob, records: list[dict], log: Callable[[str], None] =
 
 def stops_with_eos(model_dir: str, prompts: Sequence[str], max_tokens: int, trust_remote_code: bool = False) -> float:
     """Share of greedy generations that end with eos before max_tokens: a model that never stops is broken."""
-    from qup_assets.backends.base import Request, SamplingParams
-    from qup_assets.backends.transformers_backend import TransformersBackend
 
     lm = TransformersBackend(model_dir, trust_remote_code=trust_remote_code)
     outs = lm.sample([Request(p) for p in prompts], SamplingParams(temperature=0.0, max_tokens=max_tokens))

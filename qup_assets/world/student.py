@@ -11,6 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from qup_assets.backends.base import Request, SamplingParams
+from qup_assets.backends.prompting import render_prompt
+from qup_assets.backends.transformers_backend import TransformersBackend
+from qup_assets.common import problem_id, publish_dir, stable_hash
+from qup_assets.study import Prompt
+from qup_assets.training.pretrain import encode_examples, pretrain
+from qup_assets.world.generator import generate, textbook_solution
+from qup_assets.world.mistakes import MISTAKES, wrong_chain
+from qup_assets.world.styles import STYLES, get_style
+
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -133,16 +143,6 @@ def build_synthetic_student(
     import random
     from pathlib import Path
 
-    from qup_assets.backends.base import Request, SamplingParams, stable_hash
-    from qup_assets.backends.prompting import render_prompt
-    from qup_assets.backends.transformers_backend import TransformersBackend
-    from qup_assets.problems.sources import problem_id
-    from qup_assets.storage.tables import publish_model_dir
-    from qup_assets.study import Prompt
-    from qup_assets.training.pretrain import encode_examples, pretrain
-    from qup_assets.world.generator import generate, textbook_solution
-    from qup_assets.world.mistakes import MISTAKES, wrong_chain
-    from qup_assets.world.styles import STYLES, get_style
 
     seed = int(stable_hash("pretrain-corpus", family, spec.seed)[:8], 16)
     want = spec.pretrain_problems + heldout
@@ -193,7 +193,7 @@ def build_synthetic_student(
         tokenizer.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
 
-    publish_model_dir(save, out_dir)
+    publish_dir(save, out_dir)
 
     lm = TransformersBackend(out_dir)
     held = corpus[n_train:]

