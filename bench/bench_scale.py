@@ -53,7 +53,7 @@ def main():
     from qup_assets.common import problem_id
     from qup_assets.report.analysis import family_data
     from qup_assets.variants import names as variant_names
-    from qup_assets.sampling.native import sample_native, select_traces
+    from qup_assets.sampling.native import sample_verified, select_traces
     from qup_assets.study import load_study
     from qup_assets.world.generator import generate
     from qup_assets.world.styles import STYLES
@@ -92,11 +92,11 @@ def main():
     with VerifierPool(workers=2) as verifier:
         t = time.perf_counter()
         with ResponseCache(tmp / "cache", "ns") as cache:
-            samples = sample_native(InstantLM(answers), cache, "fam", problems, prompts, args.n, params, verifier)
+            samples = sample_verified(InstantLM(answers), cache, "fam", problems, prompts, args.n, params, verifier)
         stage("sampling through the cache + verification (cold)", t)
         t = time.perf_counter()
         with ResponseCache(tmp / "cache", "ns") as cache:
-            sample_native(InstantLM({}), cache, "fam", problems, prompts, args.n, params, verifier)
+            sample_verified(InstantLM({}), cache, "fam", problems, prompts, args.n, params, verifier)
         stage("the same, resumed: every response from the cache", t)
         t = time.perf_counter()
         traces, _ = select_traces(samples, problems, dict(zip(problems["problem_id"], prompts)), 0, verifier)

@@ -17,7 +17,7 @@ from qup_assets.assets import study_graph
 from qup_assets.assets.io_manager import StoreIOManager
 from qup_assets.assets.jobs import study_jobs
 from qup_assets.assets.partitions import family_partitions
-from qup_assets.assets.resources import ACCELERATOR_TAG, GPU_STEPS_PER_RUN, StudyResource
+from qup_assets.assets.resources import ACCELERATOR_POOL, ACCELERATOR_TAG, GPU_STEPS_PER_RUN, StudyResource
 from qup_assets.assets.sensors import build_family_sensor
 from qup_assets.common import stable_hash
 from qup_assets.mathcore.extract import CHECKER_VERSION
@@ -87,7 +87,7 @@ def study_executor(study: Study) -> dg.ExecutorDefinition:
     if study.executor == "in_process":
         return dg.in_process_executor
     return dg.multiprocess_executor.configured({"tag_concurrency_limits": [
-        {"key": ACCELERATOR_TAG, "value": "gpu", "limit": GPU_STEPS_PER_RUN}]}, name="multiprocess")
+        {"key": ACCELERATOR_TAG, "value": ACCELERATOR_POOL, "limit": GPU_STEPS_PER_RUN}]}, name="multiprocess")
 
 
 def build_definitions(study: str | None = None, store: str | None = None) -> dg.Definitions:

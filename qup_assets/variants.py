@@ -121,7 +121,16 @@ def common_set(family: str, native: pd.DataFrame, tables: dict[str, pd.DataFrame
     })
 
 
+class EmptyCommonSet(ValueError):
+    """No problem has a verified trace in every variant: nothing downstream can be computed."""
+
+
 def on_common_set(traces: pd.DataFrame, common: pd.DataFrame) -> pd.DataFrame:
-    """The traces of the family's common problem set, in the common set's order."""
+    """The traces of the family's common problem set, in the common set's order; EmptyCommonSet when it has none."""
     ids = common.loc[common["common"], "problem_id"]
+    if ids.empty:
+        family = common["model_family"].iloc[0] if len(common) and "model_family" in common else "?"
+        raise EmptyCommonSet(f"common_problems[{family}] is empty: no problem has a verified trace in every variant "
+                             f"(of {len(common)} native traces); its check common_problems_large_enough says which "
+                             "variants failed and why")
     return ids.to_frame().merge(traces, on="problem_id", how="left")

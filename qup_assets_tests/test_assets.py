@@ -50,13 +50,22 @@ def test_common_set_check_fails_when_too_many_problems_drop(tmp_path):
 
     study = StudyResource(study=str(resolve_study_path("micro")), store_dir=str(tmp_path / "studies" / "micro"),
                           store_root=str(tmp_path))
-    df = pd.DataFrame({"problem_id": list("abcd"), "common": [True, False, False, False],
-                       "reason": ["", "style_aligned: x", "reference: y", "reference: z"],
+    df = pd.DataFrame({"model_family": "f", "problem_id": list("abcd"), "common": [True, False, False, False],
+                       "reason": ["", "style_aligned: failed after 3 attempts (answer wrong: 5 vs 7)",
+                                  "reference: no reference solution", "reference: no reference solution"],
                        "retried_variants": ["oracle_refined", "", "", ""]})
     res = common_problems_large_enough(study=study, common_problems=df)
     assert not res.passed
     assert res.metadata["dropped_share"].value == 0.75 and res.metadata["retried_share"].value == 0.25
     assert "reference" in res.metadata["dropped_by_variant"].value
+    lines = res.description.splitlines()
+    assert lines[0] == "f: common set 1/4 native traces (25%) is below min_common_fraction = 0.5"
+    assert lines[1:3] == ["reference: 2/4 verified; 2 x no reference solution",
+                          "style_aligned: 3/4 verified; 1 x answer wrong"]
+    # families are judged one by one: a second family with a full common set does not hide the first
+    other = df.assign(model_family="g", common=True, reason="")
+    res = common_problems_large_enough(study=study, common_problems=pd.concat([df, other]))
+    assert not res.passed and res.metadata["families_below"].value == "f"
     df["common"] = True
     assert common_problems_large_enough(study=study, common_problems=df).passed
 
@@ -116,3 +125,29 @@ def test_dg_checks_and_lists_the_definitions_module(isolated):
     assert listed.returncode == 0, listed.stderr
     keys = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
     assert "micro/paradox_report" in keys and all(k.startswith("micro/") for k in keys)
+
+
+def test_table_assets_publish_their_columns_and_tables_render_with_types(tmp_path):
+    """The catalog's column view (dagster/column_schema) and a typed table value, through a real materialization:
+    NaN, numpy scalars and strings all survive Dagster's serialization."""
+    import numpy as np
+    import pandas as pd
+
+    from qup_assets.assets.metadata import table, versioned
+
+    df = pd.DataFrame({"variant": ["native", "style_aligned"], "avg_at_k": [0.25, np.nan],
+                       "n_problems": np.array([20, 20], dtype=np.int64)})
+
+    @dg.asset
+    def scores(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+        context.add_output_metadata({"avg_at_k": table(df)})
+        return versioned(df)
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert dg.materialize([scores], instance=instance).success
+        meta = instance.get_latest_materialization_event(dg.AssetKey("scores")).asset_materialization.metadata
+    cols = meta["dagster/column_schema"].value.columns
+    assert [(c.name, c.type) for c in cols] == [("variant", "object"), ("avg_at_k", "float64"), ("n_problems", "int64")]
+    records = meta["avg_at_k"].value.records
+    assert records[0].data == {"variant": "native", "avg_at_k": 0.25, "n_problems": 20}
+    assert records[1].data["avg_at_k"] is None  # NaN is a missing value, not a JSON error

@@ -40,6 +40,15 @@ def test_describe_and_resolve(tiny_model_dir):
     assert "<|im_start|>" in info["chat_template"]
 
 
+def test_a_model_folder_without_a_tokenizer_is_named_with_what_is_missing(tiny_model_dir, tmp_path):
+    import shutil
+
+    weights = tmp_path / "weights-only"
+    shutil.copytree(tiny_model_dir, weights, ignore=shutil.ignore_patterns("*token*", "vocab*", "merges*", "*.jinja"))
+    with pytest.raises(BackendError, match=f"model folder {weights} has no tokenizer \\(none of tokenizer.json"):
+        describe_model(resolve_model(str(weights)))
+
+
 def test_missing_model_says_what_to_download_with_a_command_that_works():
     with pytest.raises(BackendError, match="hf download Qwen/Qwen2.5-Math-999B") as err:
         resolve_model("Qwen/Qwen2.5-Math-999B")

@@ -76,7 +76,7 @@ def test_the_chart_renders_an_instance_that_dagster_accepts_and_the_image_can_lo
     instance = chart_instance(VALUES)
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance))
     config, _ = dagster_instance_config(str(tmp_path))  # raises on anything dagster would refuse
-    # one `gpu` slot per run pod that may hold GPUs
+    # one `accelerator` slot per run pod that may hold GPUs
     assert config["concurrency"]["pools"]["default_limit"] == config["concurrency"]["runs"]["max_concurrent_runs"]
 
     # Every class the instance names imports, and its package is in the extras the image installs.
@@ -167,7 +167,7 @@ def test_every_accelerator_step_of_the_paper_study_is_limited_per_run(tmp_path):
     gpu = {name for name, op in ops.items() if op.pool == ACCELERATOR["pool"]}
     assert {"base_model", "native_samples", "native_rewards", "native_adaptation", "native_checkpoints",
             "native_eval", "base_eval", "oracle_refined_traces"} <= gpu
-    assert all((op.pool == "gpu") == (op.tags.get(ACCELERATOR_TAG) == "gpu") for op in ops.values())
+    assert all((op.pool == "accelerator") == (op.tags.get(ACCELERATOR_TAG) == "accelerator") for op in ops.values())
     assert defs.resolve_job_def("family_assets").executor_def.name == "multiprocess"
 
 

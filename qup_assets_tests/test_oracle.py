@@ -7,7 +7,7 @@ import pytest
 from qup_assets.adaptation.similarity import normalized_edit_distance
 from qup_assets.backends.base import Completion
 from qup_assets.backends.cache import ResponseCache
-from qup_assets.oracle.base import OracleItem
+from qup_assets.oracle.base import OracleItem, OracleResult
 from qup_assets.oracle.llm import LLMOracle, parse_output
 from qup_assets.oracle.symbolic import SymbolicOracle, parse_steps
 from qup_assets.world.generator import generate
@@ -219,3 +219,35 @@ def test_a_prompt_longer_than_the_oracles_context_is_a_recorded_failure_without_
         (r,) = LLMOracle(lm, cache, verifier, "scripted", max_retries=2).run("refine", [_item(SLIP)])
     assert not r.ok and r.attempts == 1 and "longer than the Oracle's context" in r.reason
     assert lm.seeds == [0]  # no retry: another seed cannot make the prompt fit
+
+
+class _CountingOracle:
+    """Verifies the items whose problem id is in `good`; counts what it was asked to rewrite."""
+
+    name = "counting"
+
+    def __init__(self, good: set[str]):
+        self.good, self.asked = good, 0
+
+    def run(self, task, items):
+        self.asked += len(items)
+        return [OracleResult("ok", True, "verified") if it.problem_id in self.good else
+                OracleResult(None, False, "failed after 3 attempts (answer wrong: 5 vs 7)" if i % 2 else
+                             "failed after 3 attempts (answer no_answer: no final answer found)", 3)
+                for i, it in enumerate(items)]
+
+
+def test_an_oracle_that_fails_its_first_chunk_stops_before_the_rest():
+    from qup_assets.oracle.traces import OracleCollapsed, rewrite
+
+    items = [OracleItem(f"p{i}", "q", "1", "t") for i in range(100)]
+    collapsed = _CountingOracle(good={"p0"})
+    with pytest.raises(OracleCollapsed) as e:
+        rewrite(collapsed, "style_align", items, "style_aligned", first=10, min_share=0.2, hint="Check the prompt.")
+    assert str(e.value) == ("style_aligned: 1/10 verified; 5 x answer wrong, 4 x no final answer found: the first 10 of "
+                            "100 rewrites below oracle.min_verified_share = 0.2, so the Oracle stopped there. "
+                            "Check the prompt.")
+    assert collapsed.asked == 10  # the other 90 were never sent
+    fine = _CountingOracle(good={f"p{i}" for i in range(0, 100, 4)})  # 25%: above the threshold, everything runs
+    out = rewrite(fine, "refine", items, "oracle_refined", first=10, min_share=0.2)
+    assert len(out) == 100 and fine.asked == 100 and [r.ok for r in out] == [i % 4 == 0 for i in range(100)]

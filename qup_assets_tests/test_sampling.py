@@ -58,3 +58,18 @@ def test_native_check_sees_all_families_and_allows_shared_problems(tmp_path):
     wrong = rows.assign(completion=["so \\boxed{4}", "The answer is 5."])
     res = native_traces_verify(study=study, native_traces=wrong)
     assert not res.passed and res.metadata["failing_ids"].value == "a/p1"
+
+
+def test_no_native_trace_says_what_the_student_wrote_instead():
+    import pandas as pd
+
+    from qup_assets.sampling.native import no_traces_message
+
+    cut = pd.DataFrame({"verdict": ["no_answer"] * 6 + ["wrong"] * 2, "correct": False,
+                        "finish_reason": ["length"] * 6 + ["stop"] * 2})
+    msg = no_traces_message("fam", cut)
+    assert msg.startswith("native_samples[fam]: 0 of 8 samples verified correct (6 x no_answer, 2 x wrong), so no "
+                          "native trace; most samples give no final answer")
+    assert "\\boxed{}" in msg and "(75% were cut off)" in msg
+    weak = cut.assign(verdict="wrong", finish_reason="stop")
+    assert "the student is too weak for this pool" in no_traces_message("fam", weak)

@@ -140,10 +140,10 @@ def _kill_mid_run(proc: subprocess.Popen) -> str:
 
 
 def _slots_freed(run_id: str) -> bool:
-    """The dead run holds no `gpu` pool slot once run monitoring has freed them."""
+    """The dead run holds no `accelerator` pool slot once run monitoring has freed them."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        info = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu")
+        info = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("accelerator")
         if not [s for s in info.claimed_slots if s.run_id == run_id]:
             return True
         time.sleep(1)
@@ -179,7 +179,7 @@ def test_sigkill_during_sampling_resumes_from_finished_work(micro_study, monkeyp
     # No partial result is visible: the table is still the one from before the kill.
     assert table.read_bytes() == old
 
-    # The killed run held a `gpu` pool slot: run monitoring frees it, and the re-run resumes.
+    # The killed run held a `accelerator` pool slot: run monitoring frees it, and the re-run resumes.
     assert main(["run", "--study", str(study), "--select", "key:native_samples"]) == 0
     assert _slots_freed(killed)
     instance = dg.DagsterInstance.get()
@@ -248,7 +248,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     # Both families' partitions at once: qup run's two family runs through the queue, and two runs outside qup
     # (dagster asset materialize) of another asset, all on one instance and store.
     env = dict(os.environ, QUP_STUDY=str(ms.study))
-    pools_before = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu")
+    pools_before = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("accelerator")
     procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--force",
                                "--select", "key:native_samples or key:native_rewards"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
@@ -261,7 +261,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
         assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
     assert "== queued micro-qwen" in outs[0] and "== queued micro-llama" in outs[0]
     # qup run no longer rewrites pool limits: the instance's own, the same for UI runs
-    pools_after = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("gpu")
+    pools_after = dg.DagsterInstance.get().event_log_storage.get_concurrency_info("accelerator")
     assert (pools_after.slot_count, pools_after.using_default_limit) == (pools_before.slot_count,
                                                                          pools_before.using_default_limit)
     for fam in ("micro-qwen", "micro-llama"):
@@ -270,7 +270,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
         a = pd.read_parquet(ms.store / "tables" / "native_adaptation" / f"{fam}.parquet")
         assert a["problem_id"].is_unique and (a["model_family"] == fam).all()
 
-    # Alone, the two family runs compute their `gpu`-pool steps at the same time: the queue lets two runs go
+    # Alone, the two family runs compute their `accelerator`-pool steps at the same time: the queue lets two runs go
     # and the pool has two slots on this 2-core instance (dagster.yaml), each run with one torch thread.
     assert main(["run", "--study", str(ms.study), "--force", "--select", "key:native_adaptation"]) == 0
     cores = usable_cores()  # what this process may use (one core per test worker under pytest -n 2)

@@ -7,18 +7,19 @@ import dagster as dg
 import pandas as pd
 
 from qup_assets.adaptation.perplexity import (
-    attribution_table,
     adaptation_cost,
+    attribution_table,
     global_ppl,
     loss_by_token,
     quartile_global,
     trace_metrics,
 )
+from qup_assets.assets.inputs import common_traces
 from qup_assets.assets.metadata import md_table, plot_markdown, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.factory import open_scorer
-from qup_assets.variants import Variant, on_common_set
+from qup_assets.variants import Variant
 
 
 def _attribution_plot(table: pd.DataFrame, variant: str) -> str:
@@ -56,8 +57,8 @@ def build_adaptation_asset(variant: Variant) -> dg.AssetsDefinition:
         s = study.load()
         name = context.partition_key
         started = time.monotonic()
-        traces = on_common_set(inputs["traces"], common_problems)
-        natives = None if native else on_common_set(inputs["native_traces"], common_problems)
+        traces = common_traces(inputs["traces"], common_problems)
+        natives = None if native else common_traces(inputs["native_traces"], common_problems)
         lm = open_scorer(study.family(s, name), study.model_path(base_model))
         a = adaptation_cost(lm, study.cache_dir, name, traces, natives, progress=context.log.info)
         df = a.table

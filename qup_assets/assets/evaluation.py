@@ -7,7 +7,8 @@ import time
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import md_table, versioned
+from qup_assets.assets.inputs import require_rows
+from qup_assets.assets.metadata import table, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError
@@ -34,32 +35,37 @@ def _evaluate(context: dg.AssetExecutionContext, study: StudyResource, s: Study,
             raise dg.Failure(description=f"{family}/{label}: {e}") from None
 
 
-def _outputs(eval_name: str, tables: list[pd.DataFrame], problems: list[pd.DataFrame], stats: dict,
-             started: float):
-    """The eval table (with its metadata) and its per-problem rows, as the multi-asset's two outputs."""
+def _outputs(context: dg.AssetExecutionContext, eval_name: str, tables: list[pd.DataFrame],
+             problems: list[pd.DataFrame], stats: dict, started: float):
+    """The eval table (with its metadata) and its per-problem rows: the multi-asset's outputs that were selected
+    (one alone is recomputed from the same cached samples, so the two always agree)."""
     df = pd.concat(tables, ignore_index=True)[EVAL_COLUMNS]
     pp = pd.concat(problems, ignore_index=True)
     macro = df[df["benchmark"] == MACRO]
     show = df.assign(ci=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(df["ci_low"], df["ci_high"])])
     meta = {
         "dagster/row_count": len(df),
-        "avg_at_k": md_table(show[["objective", "lr", "batch_size", "benchmark", "avg_at_k", "ci", "pass_at_k",
-                                   "n_problems", "no_answer_rate", "truncation_rate"]].round(4), max_rows=60),
+        "avg_at_k": table(show[["objective", "lr", "batch_size", "benchmark", "avg_at_k", "ci", "pass_at_k",
+                                "n_problems", "no_answer_rate", "truncation_rate"]].round(4), max_rows=60),
         "wall_time_s": round(time.monotonic() - started, 1),
         **stats,
     }
     for _, r in macro.iterrows():
         meta[f"macro_avg_at_k/{r['objective']}"] = dg.MetadataValue.float(float(r["avg_at_k"]))
-    yield versioned(df, meta, output_name=eval_name)
-    yield versioned(pp, {"dagster/row_count": len(pp), "problems": int(pp["problem_id"].nunique())},
-                    output_name=eval_name.replace("_eval", "_per_problem"))
+    per = eval_name.replace("_eval", "_per_problem")
+    if eval_name in context.selected_output_names:
+        yield versioned(df, meta, output_name=eval_name)
+    if per in context.selected_output_names:
+        yield versioned(pp, {"dagster/row_count": len(pp), "problems": int(pp["problem_id"].nunique())},
+                        output_name=per)
 
 
 def _outs(prefix: str, group: str, what: str) -> dict[str, dg.AssetOut]:
+    """Both outputs optional: a run that selects one of them (qup run --select key:base_eval) gets that one."""
     return {
-        f"{prefix}_eval": dg.AssetOut(group_name=group, code_version="1", kinds={"parquet"},
+        f"{prefix}_eval": dg.AssetOut(group_name=group, code_version="1", kinds={"parquet"}, is_required=False,
                                       description=f"Benchmark accuracy of {what}: {EVAL_DESCRIPTION}"),
-        f"{prefix}_per_problem": dg.AssetOut(group_name=group, code_version="1", kinds={"parquet"},
+        f"{prefix}_per_problem": dg.AssetOut(group_name=group, code_version="1", kinds={"parquet"}, is_required=False,
                                              description=PER_PROBLEM_DESCRIPTION.format(eval=f"{prefix}_eval")),
     }
 
@@ -72,6 +78,7 @@ def build_eval_asset(v: Variant) -> dg.AssetsDefinition:
         outs=_outs(variant, v.group, f"every {variant} checkpoint"),
         partitions_def=model_family,
         ins={"checkpoints": dg.AssetIn(f"{variant}_checkpoints")},
+        can_subset=True,
         **ACCELERATOR,
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, checkpoints: pd.DataFrame,
@@ -80,6 +87,8 @@ def build_eval_asset(v: Variant) -> dg.AssetsDefinition:
         name = context.partition_key
         started = time.monotonic()
         tables, problems, stats = [], [], {"cache_hits": 0, "generated": 0}
+        require_rows(checkpoints, f"{variant}_checkpoints[{name}]", "no checkpoint to evaluate (training.objectives?)")
+        require_rows(benchmarks, "benchmarks", "no benchmark item to evaluate on")
         for _, ck in checkpoints.iterrows():
             path = study.store / ck["checkpoint"]
             if not (path / "config.json").is_file():
@@ -91,7 +100,7 @@ def build_eval_asset(v: Variant) -> dg.AssetsDefinition:
             tables.append(table.assign(**ident))
             problems.append(probs.assign(**ident))
             stats = {k: stats[k] + st[k] for k in stats}
-        yield from _outputs(f"{variant}_eval", tables, problems, stats, started)
+        yield from _outputs(context, f"{variant}_eval", tables, problems, stats, started)
 
     return _asset
 
@@ -101,6 +110,7 @@ def build_eval_asset(v: Variant) -> dg.AssetsDefinition:
     outs=_outs("base", "students", "the family's base model before any fine-tuning (objective 'none'), the "
                "reference line every variant's checkpoints are compared with, same protocol"),
     partitions_def=model_family,
+    can_subset=True,
     **ACCELERATOR,
 )
 def base_evaluation(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
@@ -108,6 +118,7 @@ def base_evaluation(context: dg.AssetExecutionContext, study: StudyResource, bas
     s = study.load()
     name = context.partition_key
     started = time.monotonic()
+    require_rows(benchmarks, "benchmarks", "no benchmark item to evaluate on")
     table, probs, stats = _evaluate(context, study, s, name, study.model_path(base_model), benchmarks, "base")
     ident = {"model_family": name, "objective": "none", "lr": float("nan"), "batch_size": 0}
-    yield from _outputs("base_eval", [table.assign(**ident)], [probs.assign(**ident)], stats, started)
+    yield from _outputs(context, "base_eval", [table.assign(**ident)], [probs.assign(**ident)], stats, started)

@@ -1,4 +1,4 @@
-"""Metadata helpers: markdown tables and embedded plots that the UI can show."""
+"""Metadata helpers: tables with their column schema, markdown tables and embedded plots that the UI can show."""
 
 
 import base64
@@ -14,6 +14,26 @@ from qup_assets.storage.tables import content_hash
 
 def md_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(df, max_rows, width))
+
+
+def column_schema(df: pd.DataFrame) -> dg.TableSchema:
+    """The columns of a table asset and their types, for the catalog's column view (`dagster/column_schema`)."""
+    return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
+
+
+def _cell(v):
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        v = v.item()
+    return v if isinstance(v, (str, int, float, bool)) else str(v)
+
+
+def table(df: pd.DataFrame, max_rows: int = 60) -> dg.MetadataValue:
+    """A table the UI renders with typed, sortable columns (the first `max_rows` rows)."""
+    head = df.head(max_rows)
+    records = [dg.TableRecord({str(k): _cell(v) for k, v in row.items()}) for row in head.to_dict("records")]
+    return dg.MetadataValue.table(records, schema=column_schema(head))
 
 
 def counts_table(counts: dict, key: str = "reason", value: str = "count") -> dg.MetadataValue:
@@ -48,5 +68,7 @@ def versioned(value, metadata: dict | None = None, output_name: str = "result") 
     change for Dagster's staleness (the UI) or for `qup run`, so nothing downstream recomputes."""
 
     warnings.filterwarnings("ignore", message=".*data_version.*", category=dg.BetaWarning)
+    if isinstance(value, pd.DataFrame):  # every table asset shows its columns in the catalog
+        metadata = {"dagster/column_schema": column_schema(value), **(metadata or {})}
     return dg.Output(value, output_name=output_name, data_version=dg.DataVersion(content_hash(value)),
                      metadata=metadata)

@@ -10,7 +10,6 @@ from qup_assets.report.render import data_uri, markdown, table1_display, write_r
 from qup_assets.storage.tables import report_dir
 from qup_assets.variants import names
 
-
 # Tag on every run `qup run` launches: it refreshes the report itself, in its last wave.
 LAUNCHED_BY_QUP = {"qup/launched_by": "qup run"}
 

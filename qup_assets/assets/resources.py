@@ -11,13 +11,13 @@ from qup_assets.mathcore.verify import VerifierPool
 from qup_assets.storage.namespace import NamespaceError, claim
 from qup_assets.study import Family, Study, load_study
 
-
-# Steps that compute on the accelerator (sampling, scoring, training, evaluation). The instance-wide `gpu`
+# Steps that compute on the accelerator (sampling, scoring, training, evaluation). The instance-wide `accelerator`
 # pool caps them across runs (one slot per GPU or GPU machine: dagster.yaml); inside one run the
 # multiprocess executor runs at most GPU_STEPS_PER_RUN of them at once, because the steps of one run share
 # its machine's (its pod's) GPUs.
 ACCELERATOR_TAG = "qup/accelerator"
-ACCELERATOR = {"pool": "gpu", "op_tags": {ACCELERATOR_TAG: "gpu"}}
+ACCELERATOR_POOL = "accelerator"
+ACCELERATOR = {"pool": ACCELERATOR_POOL, "op_tags": {ACCELERATOR_TAG: ACCELERATOR_POOL}}
 GPU_STEPS_PER_RUN = 1
 
 

@@ -4,7 +4,8 @@
 import dagster as dg
 import pandas as pd
 
-from qup_assets.assets.metadata import md_table, plot_markdown, versioned
+from qup_assets.assets.inputs import common_traces
+from qup_assets.assets.metadata import md_table, plot_markdown, table, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError
@@ -15,7 +16,7 @@ from qup_assets.reward.diagnostics import DIAGNOSTIC_COLUMNS, diagnose, diagnost
 from qup_assets.reward.scorers import score_traces
 from qup_assets.reward.synthetic import train_study_reward_model
 from qup_assets.storage.tables import artifact_dir
-from qup_assets.variants import Variant, on_common_set
+from qup_assets.variants import Variant
 
 
 @dg.asset(
@@ -88,7 +89,7 @@ def rm_diagnostics(context: dg.AssetExecutionContext, study: StudyResource, nati
             context.log.warning(row["warning"])
         rows.append(row)
     df = pd.DataFrame(rows, columns=DIAGNOSTIC_COLUMNS)
-    meta: dict = {"dagster/row_count": len(df), "diagnostics": md_table(df.drop(columns=["model_family"]).round(3))}
+    meta: dict = {"dagster/row_count": len(df), "diagnostics": table(df.drop(columns=["model_family"]).round(3))}
     for r in rows:
         meta[f"{r['reward_model']}/p_correct_over_wrong"] = dg.MetadataValue.float(float(r["p_correct_over_wrong"]))
     context.add_output_metadata(meta)
@@ -142,7 +143,7 @@ def build_rewards_asset(variant: Variant) -> dg.AssetsDefinition:
                common_problems: pd.DataFrame, problem_pool: pd.DataFrame, reward_model: dict,
                rm_diagnostics: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         s = study.load()
-        t = on_common_set(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
+        t = common_traces(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
         out = score_traces(s.reward_models, reward_model, study.cache_dir, context.partition_key, t,
                            progress=context.log.info, label=variant.name)
         context.add_output_metadata({**_rm_metadata(out, rm_diagnostics), "dagster/row_count": len(out),

@@ -14,7 +14,7 @@ from qup_assets.backends.factory import load_tokenizer, open_backend
 from qup_assets.backends.hub import describe_model, resolve_model
 from qup_assets.backends.prompting import render_prompt
 from qup_assets.problems.sources import world_difficulty
-from qup_assets.sampling.native import sample_native, sampling_summary, select_traces
+from qup_assets.sampling.native import no_traces_message, sample_verified, sampling_summary, select_traces
 from qup_assets.storage.tables import artifact_dir
 from qup_assets.world.student import build_synthetic_student
 
@@ -140,7 +140,7 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
     with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache, study.verifier(s) as verifier:
         if cache.corrupt_lines:
             context.log.warning(f"response cache: skipped {cache.corrupt_lines} truncated line(s) from an interrupted run")
-        df = sample_native(lm, cache, name, problem_pool, prompts, sp.n, params, verifier, progress=context.log.info)
+        df = sample_verified(lm, cache, name, problem_pool, prompts, sp.n, params, verifier, progress=context.log.info)
         hits, misses = cache.hits, cache.misses
     summary = sampling_summary(df, sp.n)
     context.log.info(f"{name}: pass@1 {summary['pass@1']:.1%}, pass@{sp.n} {summary[f'pass@{sp.n}']:.1%}")
@@ -178,8 +178,7 @@ def native_traces(context: dg.AssetExecutionContext, study: StudyResource, probl
     with study.verifier(s) as verifier:
         traces, stats = select_traces(native_samples, problem_pool, prompts, s.sampling.seed, verifier)
     if traces.empty:
-        raise dg.Failure(description=f"{context.partition_key}: no problem has a correct sample; the student is "
-                         "too weak for this pool (pretrain longer, or sample more: sampling.n)")
+        raise dg.Failure(description=no_traces_message(context.partition_key, native_samples))
     context.add_output_metadata(
         {
             "dagster/row_count": len(traces),

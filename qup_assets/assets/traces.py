@@ -14,7 +14,7 @@ from qup_assets.backends.base import BackendError
 from qup_assets.oracle.factory import open_variant_oracle, oracle_items
 from qup_assets.oracle.judge import judge_preservation
 from qup_assets.oracle.llm import PROMPT_VERSIONS, LLMOracle, prompt_template
-from qup_assets.oracle.traces import variant_frame
+from qup_assets.oracle.traces import OracleCollapsed, common_set_message, variant_frame, write_variant
 from qup_assets.variants import Variant, common_set, rewrites
 
 
@@ -85,7 +85,7 @@ def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
             try:
                 oracle = open_variant_oracle(variant, s, fam, problem_pool, verifier, study.cache_dir, stack)
                 context.log.info(f"{name}: {variant.name} by {oracle.name} on {len(items)} native traces")
-                results = oracle.run(task, items)
+                results = write_variant(variant, oracle, items, s.oracle)
                 llm = isinstance(oracle, LLMOracle)
                 if llm and s.oracle.semantic_judge:
                     judged = judge_preservation(oracle.lm, oracle.cache, list(native_traces["completion"]),
@@ -93,6 +93,8 @@ def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
                                                 oracle.chat_format, progress=context.log.info)
             except BackendError as e:
                 raise dg.Failure(description=f"{name}/{variant.name}: oracle unavailable: {e}") from None
+            except OracleCollapsed as e:
+                raise dg.Failure(description=f"{name}/{str(e)}") from None
             if llm:
                 stats = {"oracle_cache_hits": oracle.cache.hits, "oracle_generated": oracle.cache.misses}
         df = variant_frame(name, native_traces, results, oracle.name, judged)
@@ -132,18 +134,24 @@ def build_common_problems() -> tuple[dg.AssetsDefinition, dg.AssetChecksDefiniti
         })
         return versioned(out)
 
-    @dg.asset_check(asset=common_problems, description="Reports the share of problems whose rewrites were retried "
-                    "or dropped; fails when the common set is below study.min_common_fraction of native_traces.")
+    @dg.asset_check(asset=common_problems, blocking=True, description="Reports the share of problems whose "
+                    "rewrites were retried or dropped; below study.min_common_fraction of native_traces it fails and "
+                    "stops the run there, saying per variant how many rewrites verified and why the others did not.")
     def common_problems_large_enough(study: StudyResource, common_problems: pd.DataFrame) -> dg.AssetCheckResult:
+        # The check reads every materialized family: each must keep min_common_fraction of its native traces.
         frac = float(common_problems["common"].mean()) if len(common_problems) else 0.0
         need = study.load().min_common_fraction
+        small = [f for f, g in common_problems.groupby("model_family") if g["common"].mean() < need]
         dropped = common_problems.loc[~common_problems["common"], "reason"]
         return dg.AssetCheckResult(
-            passed=frac >= need,
+            passed=not small and len(common_problems) > 0,
+            description="\n\n".join(f"{f}: " + common_set_message(common_problems[common_problems["model_family"] == f],
+                                                                     need) for f in small) or None,
             metadata={"common_fraction": frac, "required": need, "dropped": int(len(dropped)),
                       "dropped_share": float(len(dropped) / max(1, len(common_problems))),
                       "retried_share": float((common_problems["retried_variants"] != "").mean())
                       if len(common_problems) else 0.0,
+                      "families_below": ", ".join(small) or "none",
                       "dropped_by_variant": ", ".join(sorted({r.split(":")[0] for rr in dropped
                                                               for r in rr.split("; ")})) or "none"},
         )

@@ -12,7 +12,8 @@ import dagster as dg
 import pandas as pd
 import yaml
 
-from qup_assets.assets.metadata import md_table, plot_markdown, versioned
+from qup_assets.assets.inputs import common_traces
+from qup_assets.assets.metadata import plot_markdown, table, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.factory import load_tokenizer
@@ -30,7 +31,7 @@ from qup_assets.training.finetune import (
 )
 from qup_assets.training.grid import checkpoint_dir, checkpoints_dir, grid_points, point_name
 from qup_assets.training.launch import accelerate_config
-from qup_assets.variants import Variant, on_common_set
+from qup_assets.variants import Variant
 
 CHECKPOINT_COLUMNS = [
     "model_family", "objective", "lr", "batch_size", "checkpoint", "examples", "dropped_overlength", "steps",
@@ -107,7 +108,7 @@ def build_checkpoints_asset(v: Variant) -> dg.AssetsDefinition:
         name = context.partition_key
         fam = study.family(s, name)
         tr = s.training
-        t = on_common_set(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
+        t = common_traces(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
         base_path = study.model_path(base_model)
         tok = load_tokenizer(base_path, fam.trust_remote_code)
         try:
@@ -154,7 +155,7 @@ def build_checkpoints_asset(v: Variant) -> dg.AssetsDefinition:
         # An explicit Output: a Pipes session (the accelerate launcher) requires a typed event stream.
         return versioned(df, metadata={
             "dagster/row_count": len(df),
-            "checkpoints": md_table(df.drop(columns=["model_family", "loss_curve"]), max_rows=20, width=120),
+            "checkpoints": table(df.drop(columns=["model_family", "loss_curve"]), max_rows=20),
             "loss_curves": dg.MetadataValue.md(_loss_plot(curves, f"{name}: fine-tuning on {variant}")),
             "examples": len(data.records),
             "dropped_overlength": len(data.dropped),

@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 from qup_assets.backends.base import Completion, LanguageModel, ProgressFn, Request, SamplingParams
 from qup_assets.common import stable_hash
 
-
 _PREFIX = b'{"k": "'
 
 

@@ -40,8 +40,18 @@ def _safetensors_params(path: Path) -> int:
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 
+# Files one of which every HF tokenizer folder has (fast tokenizers, SentencePiece, BPE vocabularies).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
 def describe_model(folder: Path) -> dict:
-    """Name, revision, content fingerprint, parameter count, dtype and chat template, without loading weights."""
+    """Name, revision, content fingerprint, parameter count, dtype and chat template, without loading weights.
+    A folder without config.json or without a tokenizer is a BackendError that names the missing files."""
+    if not (folder / "config.json").is_file():
+        raise BackendError(f"model folder {folder} has no config.json: not a Hugging Face model folder")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise BackendError(f"model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): copy the "
+                           "model's tokenizer files next to its weights, or download the whole model again")
     config = json.loads((folder / "config.json").read_text())
     tok_cfg_path = folder / "tokenizer_config.json"
     tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.is_file() else {}

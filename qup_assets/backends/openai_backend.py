@@ -19,7 +19,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from qup_assets.backends.base import BackendError, Completion, ProgressFn, Request, SamplingParams, TokenLogprobs, row_seed
+from qup_assets.backends.base import (
+    BackendError,
+    Completion,
+    ProgressFn,
+    Request,
+    SamplingParams,
+    TokenLogprobs,
+    row_seed,
+)
 from qup_assets.common import stable_hash
 
 

@@ -1,16 +1,22 @@
 """`qup`: run the study through the Dagster instance, size it, sync families, query results, debug verdicts."""
 
 import argparse
+import importlib
 import sys
 
-from qup_assets.cli.manage import cmd_families, cmd_plan, cmd_store
-from qup_assets.cli.results import cmd_export, cmd_report, cmd_sql, cmd_verify
-from qup_assets.cli.run import cmd_run, cmd_worker, cmd_workspace
 from qup_assets.mathcore.extract import ANSWER_FORMATS
 from qup_assets.storage.namespace import NamespaceError
 from qup_assets.study import StudyError
 
 __all__ = ["build_parser", "main"]
+
+# Each command's module is loaded when it runs (`fn="module:function"`): `qup sql` and `qup verify` never import
+# Dagster or the asset graph, so they start in a fraction of a second.
+
+
+def _command(ref: str):
+    module, fn = ref.split(":")
+    return getattr(importlib.import_module(f"qup_assets.cli.{module}"), fn)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,40 +31,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--family", action="append", help="only this family's partition (repeatable)")
     r.add_argument("--select", help="Dagster asset selection, e.g. 'problem_pool' or 'group:problems'")
     r.add_argument("--force", action="store_true", help="materialize every selected asset, even if up to date")
-    r.set_defaults(fn=cmd_run)
+    r.set_defaults(fn="run:cmd_run")
 
     rp = sub.add_parser("report", help="print the paradox report's headline table, verdict and path")
     study_arg(rp)
-    rp.set_defaults(fn=cmd_report)
+    rp.set_defaults(fn="run:cmd_report")
 
     pl = sub.add_parser("plan", help="families, assets, partitions and a compute estimate")
     study_arg(pl)
-    pl.set_defaults(fn=cmd_plan)
+    pl.set_defaults(fn="manage:cmd_plan")
 
     f = sub.add_parser("families", help="the study's families against the instance's partitions")
     f.add_argument("action", choices=["list", "sync"])
     study_arg(f)
-    f.set_defaults(fn=cmd_families)
+    f.set_defaults(fn="manage:cmd_families")
 
     st = sub.add_parser("store", help="move a store written before per-study namespaces into a study's folder")
     st.add_argument("action", choices=["migrate"])
     study_arg(st)
-    st.set_defaults(fn=cmd_store)
+    st.set_defaults(fn="manage:cmd_store")
 
     w = sub.add_parser("workspace", help="write a one-code-location workspace file for the study; prints its path")
     study_arg(w)
-    w.set_defaults(fn=cmd_workspace)
+    w.set_defaults(fn="run:cmd_workspace")
 
     wk = sub.add_parser("worker", help="a Celery worker for the distributed instance profile (runs whole runs)")
     wk.add_argument("--name", default="qup", help="worker name (the node is NAME@host; recorded on each run)")
     wk.add_argument("--concurrency", type=int, default=1, help="runs at once on this worker (one per GPU box)")
-    wk.set_defaults(fn=cmd_worker)
+    wk.set_defaults(fn="run:cmd_worker")
 
     q = sub.add_parser("sql", help="DuckDB SQL over a study's stored tables (one view per asset)")
     q.add_argument("query")
     study_arg(q)
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.set_defaults(fn=cmd_sql)
+    q.set_defaults(fn="query:cmd_sql")
 
     v = sub.add_parser("verify", help="extract and verify an answer (or a JSONL file of pairs); prints JSON")
     v.add_argument("gold", nargs="?")
@@ -67,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--timeout", type=float, default=5.0)
     v.add_argument("--answer-formats", choices=ANSWER_FORMATS, default="standard",
                    help="which answer formats count (a study's verification.answer_formats; paper: qwen_math)")
-    v.set_defaults(fn=cmd_verify)
+    v.set_defaults(fn="query:cmd_verify")
 
     ex = sub.add_parser("export", help="write the study's eval results for other tools (lighteval's results JSON)")
     study_arg(ex)
@@ -75,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lighteval (the only format for now): results/<study>/<family>-<variant>-<objective>/"
                     "results_<date>.json per trained model, <family>-base for the base model")
     ex.add_argument("--out", required=True, help="folder to write into")
-    ex.set_defaults(fn=cmd_export)
+    ex.set_defaults(fn="query:cmd_export")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        return _command(args.fn)(args)
     except (StudyError, NamespaceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

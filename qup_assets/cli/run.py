@@ -1,12 +1,15 @@
-"""`qup run`, `qup worker`, `qup workspace`: materialize a study through the Dagster instance."""
+"""`qup run`, `qup report`, `qup worker`, `qup workspace`: materialize a study through the Dagster instance and
+print its report."""
 
+import json
 import os
 import sys
+from pathlib import Path
 
 from qup_assets.assets.partitions import sync_families
-from qup_assets.cli.results import print_report
 from qup_assets.orchestration.daemon import workspace_file
 from qup_assets.orchestration.instance import InstanceError, check_instance, ensure_dagster_home
+from qup_assets.orchestration.staleness import report_outdated
 from qup_assets.orchestration.study_run import StudyRun
 from qup_assets.storage.namespace import NamespaceError, claim, legacy_layout, legacy_message
 from qup_assets.storage.tables import report_dir, study_store
@@ -127,3 +130,39 @@ def cmd_worker(args) -> int:
                      "--concurrency", str(args.concurrency), "--pool", "threads", "-n", f"{args.name}@%h",
                      "--without-gossip", "--without-mingle"])
     return 0
+
+
+def print_report(report: Path) -> None:
+    verdict = json.loads((report / "verdict.json").read_text(encoding="utf-8"))
+    print("Table 1 (mean reward and Avg@k with 95% CIs):\n")
+    print((report / "headline.txt").read_text(encoding="utf-8"))
+    print()
+    for line in verdict["verdict"]:
+        print(line)
+    print(f"\nreport: {report / 'report.md'}\n        {report / 'report.html'}")
+
+
+def cmd_report(args) -> int:
+    study = load_study(args.study)
+    report = report_dir(study_store(store_root(), study.name))
+    if not (report / "headline.txt").exists():
+        print(f"error: no report for study {study.name!r} under {report}; build it with: qup run --study {study.name}"
+              " (or materialize paradox_report in the UI)", file=sys.stderr)
+        return 1
+    print_report(report)
+    stale = _report_staleness(study)
+    if stale:
+        print(f"\nwarning: this report is older than its inputs ({stale}); refresh it with: qup run --study "
+              f"{study.name} (or materialize paradox_report_job in the UI)", file=sys.stderr)
+    return 0
+
+
+def _report_staleness(study: Study) -> str | None:
+    """Why the stored report is out of date with the instance's materializations (None: current)."""
+    import dagster as dg
+
+    from qup_assets.definitions import build_definitions
+
+    ensure_dagster_home()
+    graph = build_definitions(study.source_path).resolve_asset_graph()
+    return report_outdated(graph, dg.DagsterInstance.get(), dg.AssetKey([study.name, "paradox_report"]))

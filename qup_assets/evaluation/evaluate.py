@@ -15,7 +15,7 @@ from qup_assets.backends.cache import ResponseCache
 from qup_assets.backends.factory import load_tokenizer, open_backend
 from qup_assets.backends.prompting import render_prompt
 from qup_assets.evaluation.metrics import eval_table, per_problem
-from qup_assets.sampling.native import sample_native
+from qup_assets.sampling.native import sample_verified
 from qup_assets.study import Evaluation, Family
 
 
@@ -28,7 +28,7 @@ def evaluate_model(family_name: str, family: Family, model_path: str, benchmarks
     prompts = [render_prompt(tok, family.prompt, p) for p in benchmarks["problem"]]
     params = SamplingParams(temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_tokens, seed=ev.seed)
     with ResponseCache(cache_dir, lm.fingerprint[:16]) as cache:
-        samples = sample_native(lm, cache, family_name, benchmarks, prompts, ev.k, params, verifier,
+        samples = sample_verified(lm, cache, family_name, benchmarks, prompts, ev.k, params, verifier,
                                 progress=log, label=f"{label} eval")
         stats = {"cache_hits": cache.hits, "generated": cache.misses}
     samples["benchmark"] = [b for b in benchmarks["benchmark"] for _ in range(ev.k)]

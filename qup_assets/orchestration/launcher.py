@@ -2,7 +2,7 @@
 
 `DefaultRunLauncher` starts one run worker process per run but cannot tell run monitoring whether
 that process still lives, so a run whose worker was SIGKILLed or OOM-killed stays STARTED forever and
-keeps its `gpu` pool slots. The worker reports its pid in the run's first engine event; this launcher
+keeps its `accelerator` pool slots. The worker reports its pid in the run's first engine event; this launcher
 answers run monitoring's health check from it (configured in dagster.yaml as the instance's launcher).
 """
 

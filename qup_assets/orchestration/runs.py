@@ -80,6 +80,11 @@ def _line(entry) -> str | None:
         user = data.user_failure_data if data else None
         why = user.description if user and user.description else (data.error.message.strip() if data and data.error else "")
         return f"{ev.step_key}: FAILED: {why}"
+    if kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+        check = ev.asset_check_evaluation_data
+        if check.passed:
+            return None
+        return f"check {check.check_name} on {check.asset_key.path[-1]} FAILED: {check.description or 'see its metadata'}"
     if kind in (DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT) and ev.message and (
             kind == DagsterEventType.RUN_FAILURE or "pid" in ev.message or "monitor" in ev.message.lower()):
         return ev.message
@@ -106,7 +111,8 @@ def follow(instance, runs: dict, out=print, err=None, poll: float = 0.5) -> dict
                     line = _line(rec.event_log_entry)
                     if line:
                         failure = rec.event_log_entry.dagster_event_type in (
-                            DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)
+                            DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
+                            DagsterEventType.ASSET_CHECK_EVALUATION)
                         (err if failure and err else out)(f"[{label}] {line}")
                 if conn.has_more:
                     continue

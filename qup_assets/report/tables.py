@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from qup_assets.evaluation.metrics import bootstrap_ci
 from qup_assets import variants
+from qup_assets.evaluation.metrics import bootstrap_ci
 from qup_assets.report.analysis import MACRO, at_main_point
 
 QUARTILES = ["ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4"]

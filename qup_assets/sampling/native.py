@@ -1,4 +1,5 @@
-"""SLM-RFT ("native") data: N samples per problem, each verified, one correct trace kept per solvable problem."""
+"""Verified sampling: N samples per problem, each verified against its gold answer (`sample_verified`: the
+native pool and every evaluation), and the SLM-RFT ("native") traces: one correct trace kept per solvable problem."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import re
 import pandas as pd
 
 from qup_assets.backends.base import ProgressFn, Request, SamplingParams
-from qup_assets.common import stable_hash
 from qup_assets.backends.cache import ResponseCache, cached_sample
+from qup_assets.common import stable_hash
 from qup_assets.mathcore.extract import clean_text, last_boxed
 from qup_assets.mathcore.verify import VerifierPool
 
@@ -19,7 +20,7 @@ SAMPLE_COLUMNS = [
 TRACE_COLUMNS = ["model_family", "problem_id", "prompt", "completion", "answer", "sample_idx", "correct", "n_tokens"]
 
 
-def sample_native(
+def sample_verified(
     lm,
     cache: ResponseCache,
     family: str,
@@ -121,3 +122,18 @@ def sampling_summary(samples: pd.DataFrame, n: int) -> dict:
         "truncation_rate": float((samples["finish_reason"] == "length").mean()),
         "mean_tokens": float(samples["n_tokens"].mean()),
     }
+
+
+def no_traces_message(family: str, samples: pd.DataFrame) -> str:
+    """Why a family has no native trace, from its samples' verdicts: what the student wrote instead."""
+    n = len(samples)
+    verdicts = samples["verdict"].value_counts() if n else pd.Series(dtype=int)
+    tally = ", ".join(f"{c} x {v}" for v, c in verdicts.items()) or "no samples"
+    cut = float((samples["finish_reason"] == "length").mean()) if n and "finish_reason" in samples else 0.0
+    if n and verdicts.get("no_answer", 0) >= n / 2:
+        hint = ("most samples give no final answer: check that the family's prompt asks for \\boxed{} (prompt.template "
+                f"and its chat template) and that sampling.max_tokens leaves room for it ({cut:.0%} were cut off)")
+    else:
+        hint = "the student is too weak for this pool: pretrain it longer, or draw more samples (sampling.n)"
+    ok = int(samples["correct"].sum()) if n else 0
+    return f"native_samples[{family}]: {ok} of {n} samples verified correct ({tally}), so no native trace; {hint}"

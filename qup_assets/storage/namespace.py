@@ -17,8 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-from qup_assets.storage.tables import study_store
 from qup_assets.common import write_json_atomic
+from qup_assets.storage.tables import study_store
 
 CLAIM = "study.json"
 LEGACY = ("tables", "artifacts", "cache")

@@ -109,6 +109,11 @@ class Oracle(_Strict):
     # LLM Oracle only: also ask it to judge each rewrite's semantic preservation (oracle/judge.py), as the
     # paper used a GPT judge; column `semantic_judge` of the variant tables
     semantic_judge: bool = False
+    # Fail fast: after the first `fail_fast_after` rewrites of a variant, stop when fewer than
+    # `min_verified_share` of them verified (a wrong prompt, chat template, model or max_tokens), before the
+    # Oracle spends its hours on the rest. What was rewritten stays cached, so a fixed configuration resumes.
+    fail_fast_after: int = Field(64, ge=1)
+    min_verified_share: float = Field(0.2, ge=0, le=1)
 
     @model_validator(mode="after")
     def _llm_needs_model(self):
@@ -264,6 +269,7 @@ class Study(_Strict):
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
     verification: Verification = Verification()
+    # Below this share of native traces in the common set, common_problems' blocking check stops the run.
     min_common_fraction: float = Field(0.5, ge=0, le=1)
     # in_process: a run's steps share its run worker process (cheap, right for CPU); multiprocess: every
     # step in a process of its own, so a step's engine and GPU memory are gone when it ends (GPUs).

@@ -1,4 +1,5 @@
-"""`qup report`, `qup sql`, `qup verify`, `qup export`: read a study's results and check answers."""
+"""`qup sql`, `qup verify`, `qup export`: read a study's results and check answers (no Dagster: quick to start,
+so they can run in loops and scripts)."""
 
 import json
 import sys
@@ -6,48 +7,10 @@ from pathlib import Path
 
 from qup_assets.mathcore.extract import gold_from_cell
 from qup_assets.mathcore.verify import VerifierPool
-from qup_assets.orchestration.instance import ensure_dagster_home
-from qup_assets.orchestration.staleness import report_outdated
 from qup_assets.report.export import FORMATS, study_lighteval, write_lighteval
 from qup_assets.storage.catalog import list_tables, query
-from qup_assets.storage.tables import report_dir, study_store
-from qup_assets.study import Study, load_study, store_root
-
-
-def print_report(report: Path) -> None:
-    verdict = json.loads((report / "verdict.json").read_text(encoding="utf-8"))
-    print("Table 1 (mean reward and Avg@k with 95% CIs):\n")
-    print((report / "headline.txt").read_text(encoding="utf-8"))
-    print()
-    for line in verdict["verdict"]:
-        print(line)
-    print(f"\nreport: {report / 'report.md'}\n        {report / 'report.html'}")
-
-
-def cmd_report(args) -> int:
-    study = load_study(args.study)
-    report = report_dir(study_store(store_root(), study.name))
-    if not (report / "headline.txt").exists():
-        print(f"error: no report for study {study.name!r} under {report}; build it with: qup run --study {study.name}"
-              " (or materialize paradox_report in the UI)", file=sys.stderr)
-        return 1
-    print_report(report)
-    stale = _report_staleness(study)
-    if stale:
-        print(f"\nwarning: this report is older than its inputs ({stale}); refresh it with: qup run --study "
-              f"{study.name} (or materialize paradox_report_job in the UI)", file=sys.stderr)
-    return 0
-
-
-def _report_staleness(study: Study) -> str | None:
-    """Why the stored report is out of date with the instance's materializations (None: current)."""
-    import dagster as dg
-
-    from qup_assets.definitions import build_definitions
-
-    ensure_dagster_home()
-    graph = build_definitions(study.source_path).resolve_asset_graph()
-    return report_outdated(graph, dg.DagsterInstance.get(), dg.AssetKey([study.name, "paradox_report"]))
+from qup_assets.storage.tables import study_store
+from qup_assets.study import load_study, store_root
 
 
 def cmd_sql(args) -> int:
