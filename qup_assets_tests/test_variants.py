@@ -7,6 +7,8 @@ import pytest
 
 from qup_assets import variants
 from qup_assets.definitions import build_definitions
+from qup_assets.oracle.base import TASKS
+from qup_assets.oracle.llm import PROMPT_VERSIONS, prompt_template
 from qup_assets.plan import estimate
 from qup_assets.report.build import KINDS, build_report, report_families
 from qup_assets.report.render import table1_display, write_report
@@ -29,6 +31,9 @@ def test_the_registry_names_each_variant_once_with_what_the_report_needs():
     assert names[0] == "native" and len(set(names)) == len(names)
     assert [v.name for v in variants.rewrites()] == names[1:]
     assert sorted(variants.oracle_tasks()) == ["refine", "style_align", "synthesize"]
+    # every Oracle task a variant names is one both Oracles implement, the LLM one with a versioned prompt
+    assert set(variants.oracle_tasks()) <= set(TASKS) == set(PROMPT_VERSIONS)
+    assert all(prompt_template(t) for t in TASKS)
     assert all(v.paper is not None and v.label and v.description for v in variants.all_variants())
     assert variants.label("base").startswith("base model") and variants.label("nope") == "nope"
     with pytest.raises(KeyError, match="unknown variant 'nope'"):

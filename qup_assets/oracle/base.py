@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-KINDS = ("refine", "synthesize", "style_align")
+# The tasks an Oracle implements (symbolic.py, llm.py with prompts/<task>.v<N>.txt); a registry variant names one.
+TASKS = ("refine", "synthesize", "style_align")
 
 
 @dataclass(frozen=True)
