@@ -50,7 +50,9 @@ def test_concurrent_runs_and_sql_while_writing(micro_study, monkeypatch):
     rewards = pd.read_parquet(ms.store / "tables" / "native_rewards" / "micro-qwen.parquet")
     assert len(rewards) == common and rewards["problem_id"].is_unique
     runs = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-    assert not runs
+    # The outside materialization may make the report's automation queue a refresh that the daemon, stopped when
+    # the runs end, never dequeues: that one is not a run this test made.
+    assert not [r for r in runs if "dagster/from_automation_condition" not in r.tags], runs
 
 
 @pytest.mark.slow

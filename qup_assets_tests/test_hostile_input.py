@@ -178,7 +178,7 @@ def test_an_api_key_is_used_but_never_written_anywhere(micro_study, monkeypatch)
     base = f"http://127.0.0.1:{server.server_address[1]}/v1"
     ms.study.write_text(ms.study.read_text().replace(
         "oracle: {kind: symbolic}",
-        "oracle: {kind: llm, model: fake-oracle, max_retries: 0, max_tokens: 64, backend: {kind: openai, "
+        "oracle: {kind: llm, model: fake-oracle, max_retries: 0, min_verified_share: 0, max_tokens: 64, backend: {kind: openai, "
         f"base_url: '{base}', model: fake-oracle, api_key_env: QUP_TEST_ORACLE_KEY, api: chat, "
         "per_request_seed: false}}"))
     from qup_assets.cli import main

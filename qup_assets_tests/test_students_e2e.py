@@ -355,7 +355,7 @@ def test_sigkill_during_an_oracle_pass_resumes_from_cached_rewrites(micro_study,
     model = ms.store / "artifacts" / "base_model" / "micro-qwen" / "model"
     ms.study.write_text(ms.study.read_text().replace(
         "oracle: {kind: symbolic}",
-        f"oracle: {{kind: llm, model: '{model}', backend: {{kind: transformers, batch_size: 8}}, max_tokens: 160, "
+        f"oracle: {{kind: llm, model: '{model}', min_verified_share: 0, backend: {{kind: transformers, batch_size: 8}}, max_tokens: 160, "
         "max_retries: 0, temperature: 1.0}"))
     select = "key:oracle_refined_traces or key:oracle_synthesized_traces or key:style_aligned_traces"
     store = ms.store

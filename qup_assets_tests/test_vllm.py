@@ -159,7 +159,7 @@ def test_llm_oracle_through_a_real_vllm_server_in_the_study(server, micro_study,
     monkeypatch.setenv("QUP_TEST_KEY", "sk-qup-test-key")
     text = ms.study.read_text()
     llm = text.replace("oracle: {kind: symbolic}", (
-        "oracle: {kind: llm, model: tiny, max_retries: 1, max_tokens: 48, temperature: 1.0, backend: {kind: openai, "
+        "oracle: {kind: llm, model: tiny, max_retries: 1, min_verified_share: 0, max_tokens: 48, temperature: 1.0, backend: {kind: openai, "
         f"base_url: '{server}', model: tiny, api_key_env: QUP_TEST_KEY, api: chat, per_request_seed: false}}}}"))
     assert llm != text
     ms.study.write_text(llm)
