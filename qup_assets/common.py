@@ -82,3 +82,13 @@ def publish_dir(save, out_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def format_params(n: int | float | None) -> str:
+    """A parameter count as people say it: 1.54B, 7.62B, 930K (None: not known)."""
+    if n is None or n != n:
+        return "unknown"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(int(n))

@@ -4,13 +4,19 @@ generation and trace is counted at its max_tokens."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 from qup_assets import variants
+from qup_assets.backends.base import BackendError
+from qup_assets.backends.hub import model_size, resolve_model
+from qup_assets.common import format_params
 from qup_assets.storage.catalog import list_tables, query
+from qup_assets.storage.tables import table_path
 from qup_assets.study import Study
+from qup_assets.world.student import expected_parameters
 
 # One H100 80 GB, a 1.5B model, the transformers backend in bf16, measured by the team for issue 16:
 # generation 3.7k tokens/s at batch 256, NLL scoring 108k tokens/s, full fine-tuning 30k tokens/s. Other
@@ -28,6 +34,28 @@ def params_from_name(model: str | None) -> float | None:
     """Parameters from a model id that states them (Qwen/Qwen2.5-Math-7B -> 7e9, ...-RM-72B -> 72e9)."""
     m = re.search(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])", model or "")
     return float(m.group(1)) * 1e9 if m else None
+
+
+def family_size(study: Study, name: str, store: Path) -> tuple[str, float | None, str]:
+    """(lineage, parameters, where they come from) of a family: its materialized base_model (read from the
+    model folder), else the local model folder, else the synthetic architecture's arithmetic or the model id."""
+    fam = study.families[name]
+    built = table_path(store, "base_model", name).with_suffix(".json")
+    if built.is_file():
+        info = json.loads(built.read_text(encoding="utf-8"))
+        if info.get("parameters"):
+            return fam.lineage or info.get("lineage") or "unknown", info["parameters"], "model folder"
+    st = fam.student
+    if st.kind == "synthetic":
+        return (fam.lineage or st.architecture, expected_parameters(st.architecture, st.hidden_size, st.num_layers),
+                "architecture, until base_model builds it")
+    try:
+        lineage, params = model_size(resolve_model(st.model, st.revision))
+        if params:
+            return fam.lineage or lineage, params, "model folder"
+    except (BackendError, OSError, ValueError):
+        pass
+    return fam.lineage or "unknown", params_from_name(st.model), "model id; the folder is not on this machine"
 
 
 def benchmark_items(study: Study, store: Path) -> tuple[int | None, str]:
@@ -86,13 +114,18 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
         ("  oracle tokens, at most", fmt(mul(n_oracle, pool, n_fam, o.max_tokens))),
         ("reward scores (variants x pool x RMs x families)", fmt(mul(n_var, pool, len(study.reward_models), n_fam))),
         ("perplexity passes (variants x pool x families)", fmt(mul(n_var, pool, n_fam))),
+        *[(f"  {v.name}: candidates scored, at most ((N - 1 samples) + {n_oracle} Oracle traces) x pool x families",
+           fmt(mul(s.n - 1 + n_oracle, pool, n_fam))) for v in variants.sources("selected")],
         ("fine-tuned checkpoints", fmt(ckpts * n_fam)),
         ("  training examples seen, at most", fmt(mul(ckpts, pool, tr.epochs, n_fam))),
         ("models evaluated (base + checkpoints) x families", fmt((1 + ckpts) * n_fam)),
         ("eval samples ((1 + checkpoints) x items x k x families)", fmt(mul(1 + ckpts, items, ev.k, n_fam))),
         ("  eval tokens, at most", fmt(mul(1 + ckpts, items, ev.k, n_fam, ev.max_tokens))),
     ]
-    hf = {name: params_from_name(f.student.model) for name, f in study.families.items() if f.student.kind == "hf"}
+    sizes = {name: family_size(study, name, store) for name in study.families}
+    rows += [(f"family {name}", f"{lineage}, {format_params(p)} parameters (from the {src})")
+             for name, (lineage, p, src) in sizes.items()]
+    hf = {name: sizes[name][1] for name, f in study.families.items() if f.student.kind == "hf"}
     if not hf:
         return rows + [("GPU-hours", "synthetic students: CPU scale, see make bench")]
     rows.append(("H100 GPU-hours, at most (transformers-backend rates, README):", ""))

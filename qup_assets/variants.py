@@ -3,7 +3,8 @@
 Every variant is a set of traces on the family's common problems; the asset graph (traces, adaptation,
 rewards, checkpoints, evaluation), the common problem set, the report's rows, `qup plan` and the tests
 all read this list. Adding a variant is one entry here plus, for an Oracle variant, its task in the
-Oracles (oracle/symbolic.py, oracle/llm.py with its versioned prompt).
+Oracles (oracle/symbolic.py, oracle/llm.py with its versioned prompt); a selected variant names the sources
+its candidates come from (adaptation/selection.py picks among them by the student's per-token NLL).
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+
+# The columns of every non-native variant's trace table (`{variant}_traces`): one row per native trace, failures
+# kept with their reason; semantic preservation and edit distance against the native trace.
+VARIANT_COLUMNS = [
+    "model_family", "problem_id", "prompt", "completion", "correct", "oracle", "attempts", "reason",
+    "repaired_steps", "semantic_preservation", "semantic_judge", "edit_distance", "n_chars",
+]
 
 
 @dataclass(frozen=True)
@@ -27,10 +35,13 @@ class PaperRow:
 class Variant:
     name: str
     label: str  # how tables and plots name it
-    source: str  # "student" (sampled and verified), "oracle" (rewritten by the Oracle), "dataset" (the reference)
+    # "student" (sampled and verified), "oracle" (rewritten by the Oracle), "dataset" (the reference),
+    # "selected" (per problem, the verified candidate of `candidates` the student finds least surprising)
+    source: str
     description: str
     oracle_task: str | None = None  # the Oracle's task (oracle/base.py TASKS) for source == "oracle"
     paper: PaperRow | None = None
+    candidates: tuple[str, ...] = ()  # for source == "selected": the sources whose verified traces compete
 
     @property
     def group(self) -> str:
@@ -57,6 +68,13 @@ REGISTRY: list[Variant] = [
             "Style-Aligned Refinement: the Oracle fixes logical errors while strictly keeping the student's "
             "wording, spacing, step granularity and notation.",
             oracle_task="style_align", paper=PaperRow("Style-Aligned (Qwen-72B oracle)", 39.12, 1.37, 1.46)),
+    Variant("compat_selected", "Compat-Selected", "selected",
+            "Compat-Selected: for each problem, among every verified-correct candidate (the student's own correct "
+            "samples and the Oracle variants' traces), the one with the lowest per-token NLL under the student. "
+            "Selected, not rewritten: no model call beyond scoring the candidates. It tests whether choosing data "
+            "by the learner's perplexity (the paper's suggested direction) beats choosing it by reward, on the "
+            "same problems.",
+            candidates=("student", "oracle")),
 ]
 
 BASE_LABEL = "base model (no fine-tuning)"
@@ -74,6 +92,11 @@ def names() -> list[str]:
 def rewrites() -> list[Variant]:
     """The variants made from the native traces' problems (everything but native itself)."""
     return [v for v in REGISTRY if v.source != "student"]
+
+
+def sources(*kinds: str) -> list[Variant]:
+    """The variants whose traces come from the given sources ("student", "oracle", "dataset", "selected")."""
+    return [v for v in REGISTRY if v.source in kinds]
 
 
 def oracle_tasks() -> list[str]:

@@ -85,8 +85,10 @@ def attribution_table(variant: pd.DataFrame, native: pd.DataFrame, top: int = 12
     return merged[["token", "count", "share", "share_native", "mean_nll", "mean_nll_native"]].fillna(0.0)
 
 
-ADAPTATION_COLUMNS = ["model_family", "problem_id", "nll", "n_tokens", "ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4",
-                      "semantic_preservation", "edit_distance"]
+TRACE_METRICS = ["nll", "n_tokens", "ppl", "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4"]  # trace_metrics' keys
+# tokens / token_nll: each completion token's text and loss, what the report highlights (the tokens carrying the loss)
+ADAPTATION_COLUMNS = ["model_family", "problem_id", *TRACE_METRICS, "semantic_preservation", "edit_distance",
+                      "tokens", "token_nll"]
 
 
 @dataclass
@@ -107,8 +109,10 @@ def adaptation_cost(lm, cache_dir: Path, family: str, traces: pd.DataFrame, nati
         native_scored = scored if native is None else cached_logprobs(
             lm, cache, list(native["prompt"]), list(native["completion"]))
         hits, misses = cache.hits, cache.misses
-    rows = pd.DataFrame([trace_metrics(t) for t in scored], columns=ADAPTATION_COLUMNS[2:9])
+    rows = pd.DataFrame([trace_metrics(t) for t in scored], columns=TRACE_METRICS)
     df = pd.concat([pd.DataFrame({"model_family": family, "problem_id": traces["problem_id"].values}), rows], axis=1)
+    df["tokens"] = [list(t.tokens) for t in scored]
+    df["token_nll"] = [[-float(lp) for lp in t.logprobs] for t in scored]
     if native is None:
         df["semantic_preservation"], df["edit_distance"] = 1.0, 0.0
     else:

@@ -22,6 +22,7 @@ def study_graph() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinit
         *[rewards.build_rewards_asset(v) for v in all_variants()],
         *[training.build_checkpoints_asset(v) for v in all_variants()],
         *[evaluation.build_eval_asset(v) for v in all_variants()],
+        report.build_exemplars_asset(),
         report.build_report_asset(),
     ]
     checks = [*dg.load_asset_checks_from_modules([problems, students]), common_check]

@@ -44,13 +44,14 @@ def build_adaptation_asset(variant: Variant) -> dg.AssetsDefinition:
         name=f"{variant.name}_adaptation",
         partitions_def=model_family,
         group_name=variant.group,
-        code_version="1",
+        code_version="2",
         kinds={"parquet"},
         **ACCELERATOR,
         ins=ins,
         description=f"Adaptation cost of {variant.name} traces under the family's base model, prompt built by the "
         "chat template exactly as in training: per trace total NLL, tokens, perplexity and perplexity per quartile "
-        "(Q1..Q4), plus semantic preservation and edit distance; on the family's common problem set.",
+        "(Q1..Q4), plus semantic preservation, edit distance and each token's loss (tokens, token_nll); on the "
+        "family's common problem set.",
     )
     def _asset(context: dg.AssetExecutionContext, study: StudyResource, base_model: dict,
                common_problems: pd.DataFrame, **inputs: pd.DataFrame) -> dg.Output[pd.DataFrame]:

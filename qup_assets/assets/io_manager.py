@@ -38,11 +38,19 @@ class StoreIOManager(dg.ConfigurableIOManager):
         name = self._name(context.asset_key)
         store = Path(self.store_dir)
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
-        json_paths = [table_path(store, name, k).with_suffix(".json") for k in keys]
-        if all(p.is_file() for p in json_paths) and not any(table_path(store, name, k).is_file() for k in keys):
-            values = [json.loads(p.read_text(encoding="utf-8")) for p in json_paths]
-            # A partition reading its own partition gets the value; a pooled reader gets {partition: value}.
-            return values[0] if keys == [None] or context.has_partition_key else dict(zip(keys, values))
+        json_paths = {k: table_path(store, name, k).with_suffix(".json") for k in keys}
+        if any(p.is_file() for p in json_paths.values()) and not any(table_path(store, name, k).is_file() for k in keys):
+            values = {k: json.loads(p.read_text(encoding="utf-8")) for k, p in json_paths.items() if p.is_file()}
+            # A partition reading its own partition gets the value; a pooled reader gets {partition: value}
+            # of the partitions materialized (the missing ones named, as for tables).
+            if keys == [None] or context.has_partition_key:
+                if len(values) < len(keys):
+                    raise FileNotFoundError(f"{name} is not materialized for {keys}: expected {list(json_paths.values())}")
+                return next(iter(values.values()))
+            missing = sorted(set(keys) - set(values))
+            if missing:
+                context.log.warning(f"{name}: partitions {missing} are not materialized; loading {sorted(values)}")
+            return values
         if keys == [None]:
             return read_table(store, name)
         present = [k for k in keys if table_path(store, name, k).is_file()]

@@ -4,8 +4,10 @@ import dagster as dg
 import pandas as pd
 
 from qup_assets.assets.metadata import md_table, versioned
+from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.report.build import KINDS, NoFamilyReady, build_report, report_families
+from qup_assets.report.exemplars import disagreements, exemplar_table, within_variant_correlations
 from qup_assets.report.render import data_uri, markdown, table1_display, write_report
 from qup_assets.storage.tables import report_dir
 from qup_assets.variants import names
@@ -27,16 +29,54 @@ REFRESH = (
 ).with_label("eager, for inputs changed outside qup run")
 
 
+def build_exemplars_asset() -> dg.AssetsDefinition:
+    """Per-trace facts of every registry variant, joined: what the report's exemplar sections read."""
+    variants = names()
+    ins = {f"{v}_{kind}": dg.AssetIn(f"{v}_{kind}") for v in variants for kind in ("traces", "adaptation", "rewards")}
+
+    @dg.asset(
+        partitions_def=model_family,
+        group_name="report",
+        code_version="1",
+        kinds={"parquet", "duckdb"},
+        ins=ins,
+        description="One row per (variant, common problem) of the family: the problem's step count and source, the "
+        "reward per RM (reward_<rm>) and combined (reward), the trace's own NLL, tokens, PPL and quartile PPLs under "
+        "the student, semantic preservation and edit distance to native, its text and each token's loss. The "
+        "DuckDB view `exemplars` (qup sql) is this table.",
+    )
+    def exemplars(context: dg.AssetExecutionContext, problem_pool: pd.DataFrame,
+                  **inputs: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        family = context.partition_key
+        table = {kind: {v: inputs[f"{v}_{kind}"] for v in variants} for kind in ("traces", "adaptation", "rewards")}
+        df = exemplar_table(family, table["traces"], table["adaptation"], table["rewards"], problem_pool)
+        within = within_variant_correlations(df, 200, 0)
+        context.add_output_metadata({
+            "dagster/row_count": len(df),
+            "variants": df["variant"].nunique(),
+            "problems": df["problem_id"].nunique(),
+            "reward_vs_ppl_within_variant": md_table(within.round(3)),
+            "largest_disagreements": md_table(disagreements(df).drop(
+                columns=[c for c in ("tokens_native", "tokens_oracle_refined", "token_nll_native",
+                                     "token_nll_oracle_refined", "text_native", "text_oracle_refined")], errors="ignore")
+                .round(3), max_rows=10),
+        })
+        return versioned(df)
+
+    return exemplars
+
+
 def build_report_asset() -> dg.AssetsDefinition:
     """The report over every variant of the registry."""
     variants = names()
     ins = {**{f"{v}_{kind}": dg.AssetIn(f"{v}_{kind}") for v in variants for kind in KINDS},
            "base_eval": dg.AssetIn("base_eval"), "base_per_problem": dg.AssetIn("base_per_problem"),
-           "rm_diagnostics": dg.AssetIn("rm_diagnostics")}
+           "rm_diagnostics": dg.AssetIn("rm_diagnostics"), "exemplars": dg.AssetIn("exemplars"),
+           "benchmarks": dg.AssetIn("benchmarks"), "base_model": dg.AssetIn("base_model")}
 
     @dg.asset(
         group_name="report",
-        code_version="2",
+        code_version="3",
         kinds={"markdown", "html"},
         ins=ins,
         automation_condition=REFRESH,

@@ -13,6 +13,7 @@ from qup_assets.backends.cache import ResponseCache
 from qup_assets.backends.factory import load_tokenizer, open_backend
 from qup_assets.backends.hub import describe_model, resolve_model
 from qup_assets.backends.prompting import render_prompt
+from qup_assets.common import format_params
 from qup_assets.problems.sources import world_difficulty
 from qup_assets.sampling.native import no_traces_message, sample_verified, sampling_summary, select_traces
 from qup_assets.storage.tables import artifact_dir
@@ -52,11 +53,13 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
             info = describe_model(resolve_model(fam.student.model, fam.student.revision))
         except BackendError as e:
             raise dg.Failure(description=str(e)) from None
-        info["name"] = fam.student.model
+        info.update(name=fam.student.model, lineage=fam.lineage or info["lineage"])
         _check_prompt(name, fam, info["path"])
         context.add_output_metadata(
             {
                 "model": fam.student.model,
+                "lineage": info["lineage"],
+                "size": format_params(info["parameters"]),
                 "revision": str(info["revision"]),
                 "fingerprint": info["fingerprint"][:16],
                 "parameters": info["parameters"] or 0,
@@ -77,12 +80,14 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
                                         heldout=min(100, max(20, spec.pretrain_problems // 10)))
     info = describe_model(out)
     _check_prompt(name, fam, out)
-    info.update(name=name, heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen,
+    info.update(name=name, lineage=fam.lineage or info["lineage"], heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen,
                 store_path=str(out.relative_to(study.store)))
     context.add_output_metadata(
         {
             "architecture": info["architecture"],
-            "parameters": built.parameters,
+            "lineage": info["lineage"],
+            "parameters": info["parameters"] or 0,
+            "size": format_params(info["parameters"]),
             "tokens_seen": built.tokens_seen,
             "pretrain_steps": built.steps,
             "tokens_per_second": round(built.tokens_per_second),

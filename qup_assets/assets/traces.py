@@ -7,15 +7,17 @@ import time
 import dagster as dg
 import pandas as pd
 
+from qup_assets.adaptation.selection import select_lowest_nll, student_candidates, variant_candidates
 from qup_assets.assets.metadata import md_table, versioned
 from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError
+from qup_assets.backends.factory import open_scorer
 from qup_assets.oracle.factory import open_variant_oracle, oracle_items
 from qup_assets.oracle.judge import judge_preservation
 from qup_assets.oracle.llm import PROMPT_VERSIONS, LLMOracle, prompt_template
 from qup_assets.oracle.traces import OracleCollapsed, common_set_message, variant_frame, write_variant
-from qup_assets.variants import Variant, common_set, rewrites
+from qup_assets.variants import Variant, common_set, rewrites, sources
 
 
 def _side_by_side(native: pd.DataFrame, variant: pd.DataFrame, n: int = 3) -> str:
@@ -60,6 +62,8 @@ def _metadata(df: pd.DataFrame, native: pd.DataFrame, seconds: float, oracle_pro
 
 
 def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
+    if variant.source == "selected":
+        return build_selected_asset(variant)
     task = variant.oracle_task
 
     @dg.asset(
@@ -100,6 +104,57 @@ def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
         df = variant_frame(name, native_traces, results, oracle.name, judged)
         prompt = prompt_template(task) if llm else None
         context.add_output_metadata({**_metadata(df, native_traces, time.monotonic() - started, prompt), **stats})
+        return versioned(df)
+
+    return _asset
+
+
+def build_selected_asset(variant: Variant) -> dg.AssetsDefinition:
+    """A selected variant: per native trace's problem, the verified candidate of its sources with the lowest
+    per-token NLL under the base model (adaptation/selection.py)."""
+    rivals = [v.name for v in sources(*variant.candidates) if v.source != "student" and v.name != variant.name]
+    ins = {f"{v}_traces": dg.AssetIn(f"{v}_traces") for v in rivals}
+    if "student" in variant.candidates:
+        ins["native_samples"] = dg.AssetIn("native_samples")
+
+    @dg.asset(
+        name=f"{variant.name}_traces",
+        partitions_def=model_family,
+        group_name=variant.group,
+        code_version="1",
+        kinds={"parquet"},
+        ins=ins,
+        **ACCELERATOR,
+        description=variant.description + f" Candidates: {', '.join(variant.candidates)} traces. One row per native "
+        "trace, with where the chosen trace came from (selected_from), how many candidates competed and their "
+        "per-token NLL.",
+    )
+    def _asset(context: dg.AssetExecutionContext, study: StudyResource, native_traces: pd.DataFrame,
+               base_model: dict, **inputs: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        s = study.load()
+        name = context.partition_key
+        started = time.monotonic()
+        frames = [variant_candidates({v: inputs[f"{v}_traces"] for v in rivals})]
+        if "native_samples" in inputs:
+            with study.verifier(s) as verifier:
+                frames.insert(0, student_candidates(native_traces, inputs["native_samples"], verifier))
+        candidates = pd.concat(frames, ignore_index=True)
+        context.log.info(f"{name}: {len(candidates)} verified candidates for {len(native_traces)} problems")
+        lm = open_scorer(study.family(s, name), study.model_path(base_model))
+        df = select_lowest_nll(lm, study.cache_dir, name, native_traces, candidates, progress=context.log.info)
+        chosen = df["selected_from"].where(~df["selected_from"].str.startswith("student sample"), "student sample")
+        share = chosen.value_counts(normalize=True).rename_axis("selected_from").rename("share").reset_index()
+        context.add_output_metadata({
+            "dagster/row_count": len(df),
+            "candidates_per_problem": dg.MetadataValue.float(float(df["candidates"].mean()) if len(df) else 0.0),
+            "selected_from": md_table(share.round(3)),
+            "mean_nll_per_token": dg.MetadataValue.float(float(df["nll_per_token"].mean()) if len(df) else 0.0),
+            "native_mean_nll_per_token": dg.MetadataValue.float(
+                float(df["native_nll_per_token"].mean()) if len(df) else 0.0),
+            "mean_edit_distance": dg.MetadataValue.float(float(df["edit_distance"].mean()) if len(df) else 0.0),
+            "examples": dg.MetadataValue.md(_side_by_side(native_traces, df)),
+            "wall_time_s": round(time.monotonic() - started, 1),
+        })
         return versioned(df)
 
     return _asset

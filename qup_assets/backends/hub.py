@@ -40,12 +40,21 @@ def _safetensors_params(path: Path) -> int:
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 
+def model_size(folder: Path) -> tuple[str, int | None]:
+    """(lineage, parameters) of a model folder from config.json's model_type and the safetensors headers: the
+    size axis of the study, read, never typed. Parameters None: the folder has no safetensors weights."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    weights = sorted(Path(folder).glob("*.safetensors"))
+    return str(config.get("model_type") or "unknown"), (sum(_safetensors_params(w) for w in weights) if weights else None)
+
+
 # Files one of which every HF tokenizer folder has (fast tokenizers, SentencePiece, BPE vocabularies).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 def describe_model(folder: Path) -> dict:
-    """Name, revision, content fingerprint, parameter count, dtype and chat template, without loading weights.
+    """Name, revision, content fingerprint, lineage (config model_type), parameter count (the safetensors
+    headers), dtype and chat template, without loading weights.
     A folder without config.json or without a tokenizer is a BackendError that names the missing files."""
     if not (folder / "config.json").is_file():
         raise BackendError(f"model folder {folder} has no config.json: not a Hugging Face model folder")
@@ -58,14 +67,15 @@ def describe_model(folder: Path) -> dict:
     template = tok_cfg.get("chat_template")
     if template is None and (folder / "chat_template.jinja").is_file():
         template = (folder / "chat_template.jinja").read_text()
-    weights = sorted(folder.glob("*.safetensors"))
+    lineage, parameters = model_size(folder)
     revision = folder.name if folder.parent.name == "snapshots" else None
     return {
         "path": str(folder),
         "architecture": (config.get("architectures") or ["?"])[0],
+        "lineage": lineage,
         "revision": revision,
         "fingerprint": folder_fingerprint(folder),
-        "parameters": sum(_safetensors_params(w) for w in weights) if weights else None,
+        "parameters": parameters,
         "dtype": str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
         "chat_template": template,
     }

@@ -12,12 +12,7 @@ from qup_assets.adaptation.similarity import normalized_edit_distance, semantic_
 from qup_assets.oracle.base import OracleItem, OracleResult
 from qup_assets.oracle.llm import PROMPT_VERSIONS, LLMOracle
 from qup_assets.study import Oracle as OracleSettings
-from qup_assets.variants import Variant
-
-VARIANT_COLUMNS = [
-    "model_family", "problem_id", "prompt", "completion", "correct", "oracle", "attempts", "reason",
-    "repaired_steps", "semantic_preservation", "semantic_judge", "edit_distance", "n_chars",
-]
+from qup_assets.variants import VARIANT_COLUMNS, Variant
 
 
 def variant_frame(family: str, native: pd.DataFrame, results: list[OracleResult], oracle: str,

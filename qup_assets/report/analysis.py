@@ -71,12 +71,19 @@ class FamilyData:
     accuracy: dict[str, np.ndarray] = field(default_factory=dict)  # objective -> (variants, benchmark items)
     benchmarks: np.ndarray = field(default_factory=lambda: np.array([]))  # benchmark of each item
     base: np.ndarray | None = None  # the base model's per-item accuracy, same items (None: not evaluated)
+    items: np.ndarray = field(default_factory=lambda: np.array([]))  # problem id of each benchmark item
 
     def macro(self, acc: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
         """Macro Avg@k per variant: mean over benchmarks of each benchmark's mean (optionally resampled)."""
         cols = acc if idx is None else acc[:, idx]
         labels = self.benchmarks if idx is None else self.benchmarks[idx]
         return np.mean([cols[:, labels == b].mean(axis=1) for b in np.unique(self.benchmarks)], axis=0)
+
+    def restrict(self, mask: np.ndarray) -> "FamilyData":
+        """The same family on a subset of its benchmark items (a difficulty bucket); training data unchanged."""
+        return FamilyData(self.family, self.variants, self.rewards, self.nll, self.tokens,
+                          {o: a[:, mask] for o, a in self.accuracy.items()}, self.benchmarks[mask],
+                          None if self.base is None else self.base[mask], self.items[mask])
 
 
 def combined_reward(rewards: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -132,7 +139,7 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
     r = np.stack([aligned(rewards[v], "score") for v in order])
     nll = np.stack([aligned(adaptation[v], "nll") for v in order])
     tok = np.stack([aligned(adaptation[v], "n_tokens") for v in order])
-    acc, bench = {}, None
+    acc, bench, items = {}, None, None
     for o in objectives:
         rows = []
         for v in order:
@@ -142,7 +149,7 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
             if pp.empty:
                 return None
             rows.append(pp["accuracy"].to_numpy(dtype=float))
-            bench = pp["benchmark"].to_numpy()
+            bench, items = pp["benchmark"].to_numpy(), pp["problem_id"].to_numpy()
         if len({len(x) for x in rows}) != 1:
             return None
         acc[o] = np.stack(rows)
@@ -152,7 +159,7 @@ def family_data(family: str, rewards: dict[str, pd.DataFrame], adaptation: dict[
         pp = pp[pp["model_family"] == family].sort_values(["benchmark", "problem_id"])
         if len(pp) == len(bench):
             base = pp["accuracy"].to_numpy(dtype=float)
-    return FamilyData(family, order, r, nll, tok, acc, bench, base)
+    return FamilyData(family, order, r, nll, tok, acc, bench, base, items)
 
 
 # ---------------------------------------------------------------- correlations
@@ -262,6 +269,19 @@ def _fmt_rho(c: Correlation) -> str:
     return f"{c.rho:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
 
 
+def paradox_state(r: Correlation, p: Correlation) -> str:
+    """What the intervals of rho(reward, accuracy) and rho(PPL, accuracy) support: "strong" (reward predicts
+    lower accuracy, perplexity ranks correctly), "holds" (reward does not predict accuracy, perplexity does),
+    "absent" (reward predicts higher accuracy) or "inconclusive"."""
+    if r.ci_high < 0 and p.ci_high < 0:
+        return "strong"
+    if r.ci_low <= 0 and p.ci_high < 0:
+        return "holds"
+    if r.ci_low > 0:
+        return "absent"
+    return "inconclusive"
+
+
 def verdict(corrs: list[Correlation], objectives: list[str]) -> list[str]:
     """Sentences that state what the intervals support; the headline scope is pooled (else the one family)."""
     by = {(c.scope, c.objective, c.x, c.method): c for c in corrs}
@@ -291,15 +311,14 @@ def verdict(corrs: list[Correlation], objectives: list[str]) -> list[str]:
         f"In this study ({where}; n = {r.n_points} variant x objective points): {reward_says()} "
         f"(Spearman rho = {_fmt_rho(r)}), and {ppl_says()} (rho = {_fmt_rho(p)}); 95% bootstrap intervals over problems."
     ]
-    paradox = r.ci_low <= 0 and p.ci_high < 0
-    reversed_ = r.ci_high < 0
-    if reversed_ and p.ci_high < 0:
+    state = paradox_state(r, p)
+    if state == "strong":
         lines.append("The Quality-Utility Paradox holds here in its strong form: the data the reward model scores "
                      "highest trains the student worst, and the student's own perplexity ranks the data correctly.")
-    elif paradox:
+    elif state == "holds":
         lines.append("The Quality-Utility Paradox holds here: reward-model quality did not translate into utility, "
                      "while the student's perplexity did.")
-    elif r.ci_low > 0:
+    elif state == "absent":
         lines.append("The paradox does not hold here: data with higher reward also trained the student better.")
     else:
         lines.append("The evidence is inconclusive at this study's size: neither reward nor perplexity separates the "
@@ -311,13 +330,22 @@ def verdict(corrs: list[Correlation], objectives: list[str]) -> list[str]:
     return lines
 
 
-def gap_sentences(diffs: pd.DataFrame) -> list[str]:
-    out = []
-    for _, d in diffs[(diffs["variant"] == "style_aligned")].iterrows():
-        sig = "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not distinguishable from"
-        out.append(f"- {d['model_family']} ({d['objective'].upper()}): Style-Aligned is {sig} {variants.label(d['versus'])} "
-                   f"({100 * d['difference']:+.1f} points, 95% CI [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]).")
-    return out
+def gap_sentence(d, variant: str) -> str:
+    """One paired difference as a sentence: is `variant` above, below or not distinguishable from d.versus?"""
+    sig = "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not distinguishable from"
+    return (f"- {d['model_family']} ({d['objective'].upper()}): {variants.label(variant)} is {sig} "
+            f"{variants.label(d['versus'])} ({100 * d['difference']:+.1f} points, 95% CI "
+            f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]).")
+
+
+def gap_sentences(diffs: pd.DataFrame, variant: str = "style_aligned", versus: tuple[str, ...] | None = None) -> list[str]:
+    """`variant` against each variant it was paired with (or those in `versus`), per family and objective."""
+    if diffs.empty:
+        return []
+    rows = diffs[(diffs["variant"] == variant) & (diffs["versus"] != "base")]
+    if versus is not None:
+        rows = rows[rows["versus"].isin(versus)]
+    return [gap_sentence(d, variant) for _, d in rows.iterrows()]
 
 
 def rft_sentences(diffs: pd.DataFrame) -> list[str]:

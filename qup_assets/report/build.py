@@ -19,12 +19,20 @@ from qup_assets.report.analysis import (
     rft_sentences,
     verdict,
 )
+from qup_assets.report.breakdown import by_difficulty, selection_sentences, size_sentences, size_table, study_pairs
+from qup_assets.report.exemplars import by_steps, disagreements, within_variant_correlations
 from qup_assets.report.render import Report, make_plots
 from qup_assets.report.tables import grid_table, reward_distribution, table1, table2
 from qup_assets.study import Study
 
 # The tables per variant the report reads (`{variant}_{kind}`), besides base_eval, base_per_problem, rm_diagnostics.
 KINDS = ("rewards", "adaptation", "checkpoints", "eval", "per_problem")
+
+
+def family_sizes(base_models: dict[str, dict], families: list[str]) -> dict[str, tuple[str, float | None]]:
+    """(lineage, parameters) per family, from its base_model (read from the model folder when it was built)."""
+    return {f: (str(base_models[f].get("lineage") or "unknown"), base_models[f].get("parameters"))
+            for f in families if f in base_models}
 
 
 class NoFamilyReady(ValueError):
@@ -55,7 +63,8 @@ def report_families(study: Study, tables: dict[str, pd.DataFrame]) -> tuple[list
 
 
 def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[str], excluded: list[str]) -> Report:
-    """`tables`: `{variant}_{kind}` for every variant and KINDS, plus base_eval, base_per_problem, rm_diagnostics."""
+    """`tables`: `{variant}_{kind}` for every variant and KINDS, plus base_eval, base_per_problem, rm_diagnostics,
+    and (optional) benchmarks, exemplars and base_model ({family: its base_model value})."""
     tr, ev = study.training, study.evaluation
     tables = {k: df[df["model_family"].isin(families)] if "model_family" in df else df for k, df in tables.items()}
     names = variants.names()
@@ -70,7 +79,11 @@ def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[s
     fams = [f for f in (family_data(name, scored, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
                         for name in families) if f]
     corrs = correlations(fams, objectives, samples, ev.seed)
-    diffs = paired_differences(fams, objectives, samples, ev.seed)
+    diffs = paired_differences(fams, objectives, samples, ev.seed, pairs=study_pairs())
+    sizes = family_sizes(tables.get("base_model") or {}, families)
+    exemplars = tables.get("exemplars", pd.DataFrame())
+    difficulty, difficulty_lines = (by_difficulty(fams, tables["benchmarks"], objectives, min(samples, 200), ev.seed)
+                                    if "benchmarks" in tables and fams else (pd.DataFrame(), []))
     rep = Report(
         study=study.name, description=study.description,
         synthetic=all(f.student.kind == "synthetic" for f in study.families.values()) and study.oracle.kind == "symbolic",
@@ -82,6 +95,12 @@ def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[s
         loss_curves=_loss_curves(checkpoints, tr.lr, tr.batch_size), families=families, excluded=excluded,
         grid=grid_table(evals), rm_diagnostics=tables["rm_diagnostics"].reset_index(drop=True),
         reward_distribution=reward_distribution(rewards),
+        sizes=sizes, size_gaps=size_table(diffs, sizes),
+        size_lines=size_sentences(fams, sizes, objectives, samples, ev.seed),
+        selection=selection_sentences(diffs, fams), difficulty=difficulty, difficulty_lines=difficulty_lines,
+        disagreements=disagreements(exemplars) if len(exemplars) else pd.DataFrame(),
+        within=within_variant_correlations(exemplars, min(samples, 500), ev.seed) if len(exemplars) else pd.DataFrame(),
+        exemplar_steps=by_steps(exemplars) if len(exemplars) else pd.DataFrame(),
     )
     rep.plots = make_plots(rep)
     return rep

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,9 @@ from qup_assets import variants
 from qup_assets.common import write_json_atomic
 from qup_assets.markdown import markdown_table
 from qup_assets.report.analysis import paper_table
+from qup_assets.report.plotting import OBJ_MARKERS, png
+from qup_assets.report.sections import exemplars_html, section_files, sections_markdown, size_plot
 
-OBJ_MARKERS = {"sft": "o", "dft": "s"}
 FAMILY_STYLES = ["-", "--", ":", "-."]
 
 
@@ -42,19 +42,19 @@ class Report:
     grid: pd.DataFrame = field(default_factory=pd.DataFrame)  # every training grid point (empty: one point)
     rm_diagnostics: pd.DataFrame = field(default_factory=pd.DataFrame)  # reward/diagnostics.py, per family x RM
     reward_distribution: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.reward_distribution
+    # beyond the paper (report/breakdown.py, report/exemplars.py; rendered by report/sections.py)
+    sizes: dict = field(default_factory=dict)  # family -> (lineage, parameters)
+    size_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)  # breakdown.size_table
+    size_lines: list[str] = field(default_factory=list)
+    selection: list[str] = field(default_factory=list)  # selected variants against the others
+    difficulty: pd.DataFrame = field(default_factory=pd.DataFrame)
+    difficulty_lines: list[str] = field(default_factory=list)
+    disagreements: pd.DataFrame = field(default_factory=pd.DataFrame)  # exemplars.disagreements
+    within: pd.DataFrame = field(default_factory=pd.DataFrame)  # exemplars.within_variant_correlations
+    exemplar_steps: pd.DataFrame = field(default_factory=pd.DataFrame)  # exemplars.by_steps
 
 
 # ---------------------------------------------------------------- plots
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _colors():
@@ -105,7 +105,7 @@ def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
         ax.set_xscale("log")
     ax.set_title(name)
     ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return png(fig)
 
 
 def _quartiles(rep: Report) -> bytes:
@@ -123,7 +123,7 @@ def _quartiles(rep: Report) -> bytes:
     ax.set_yscale("log")
     ax.set_title("where in a trace the student is surprised")
     ax.legend(fontsize=6, ncol=2)
-    return _png(fig)
+    return png(fig)
 
 
 def _loss_curves(rep: Report) -> bytes | None:
@@ -144,7 +144,7 @@ def _loss_curves(rep: Report) -> bytes | None:
         ax.set_xlabel("optimizer step")
         ax.set_yscale("log")
     axes[0][0].legend(fontsize=6)
-    return _png(fig)
+    return png(fig)
 
 
 def make_plots(rep: Report) -> dict[str, bytes]:
@@ -157,6 +157,9 @@ def make_plots(rep: Report) -> dict[str, bytes]:
     loss = _loss_curves(rep)
     if loss:
         plots["training_loss"] = loss
+    sizes = size_plot(rep)
+    if sizes:
+        plots["size_gaps"] = sizes
     return plots
 
 
@@ -261,6 +264,9 @@ def markdown(rep: Report, image_src) -> str:
         "\n\n".join(rep.verdict),
         "**Does Style-Aligned Refinement close the gap?** (macro Avg@k difference, paired bootstrap over benchmark items)",
         "\n".join(rep.gaps) or "(no style-aligned results yet)",
+        *(["**Does choosing data by the learner's perplexity beat choosing it by reward?** (each selected "
+           "variant against the others, macro Avg@k difference, paired bootstrap over benchmark items)",
+           "\n".join(rep.selection)] if rep.selection else []),
         *(["**Does fine-tuning on its own traces help?** (SLM-RFT against the base model, macro Avg@k, paired "
            "bootstrap over benchmark items)", "\n".join(rep.rft)] if rep.rft else []),
         f"## Table 1: perceived quality vs utility (mean reward and Avg@{rep.k}, 95% CIs)",
@@ -279,6 +285,7 @@ def markdown(rep: Report, image_src) -> str:
     ]
     if "training_loss" in rep.plots:
         parts.append(f"![training loss]({image_src('training_loss')})")
+    parts += sections_markdown(rep, image_src)
     if not rep.grid.empty:
         g = rep.grid.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rep.grid["ci_low"], rep.grid["ci_high"])])
         g = g.assign(variant=g["variant"].map(variants.label))
@@ -294,8 +301,9 @@ def markdown(rep: Report, image_src) -> str:
             f"{r['x']}: Spearman {r['spearman']:+.2f}, Kendall {r['kendall']:+.2f} (n = {r['n_points']})"
             for _, r in pc.iterrows()) + ".",
         "## Files",
-        "table1.csv, table2.csv, correlations.csv, differences.csv, rm_diagnostics.csv, paper_reference.csv"
-        + (", grid.csv" if not rep.grid.empty else "") + "; one PNG per plot; "
+        ", ".join(["table1.csv", "table2.csv", "correlations.csv", "differences.csv", "rm_diagnostics.csv",
+                   "paper_reference.csv", *(["grid.csv"] if not rep.grid.empty else []), *section_files(rep)])
+        + "; one PNG per plot; "
         "report.html (self-contained).",
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -322,13 +330,14 @@ def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     put("paper_reference.csv", paper_table().to_csv(index=False).encode())
     if not rep.grid.empty:
         put("grid.csv", rep.grid.to_csv(index=False).encode())
-    for name, png in rep.plots.items():
-        put(f"{name}.png", png)
+    for name, data in {**section_files(rep), **{f"{n}.png": p for n, p in rep.plots.items()}}.items():
+        put(name, data)
     put("headline.txt", table1_display(rep).to_string(index=False).encode())
     put("report.md", markdown(rep, lambda n: f"{n}.png").encode())
     put("report.html", html_page(rep).encode())
-    paths["verdict.json"] = write_json_atomic({"verdict": rep.verdict, "gaps": rep.gaps, "rft": rep.rft},
-                                              out_dir / "verdict.json")
+    paths["verdict.json"] = write_json_atomic({"verdict": rep.verdict, "gaps": rep.gaps, "rft": rep.rft,
+                                               "selection": rep.selection, "sizes": rep.size_lines,
+                                               "difficulty": rep.difficulty_lines}, out_dir / "verdict.json")
     return paths
 
 
@@ -354,14 +363,16 @@ def _page_template():
     return env.get_template("page.html.j2")
 
 
-def markdown_to_html(md: str, title: str) -> str:
-    """One self-contained page from Markdown: markdown-it renders the body, the jinja2 template wraps it."""
+def markdown_to_html(md: str, title: str, after: str = "") -> str:
+    """One self-contained page from Markdown: markdown-it renders the body, the jinja2 template wraps it.
+    `after`: HTML appended to the body, already escaped by its writer (sections.exemplars_html)."""
     from markupsafe import Markup
 
     body = _markdown_renderer().render(md)
-    return _page_template().render(study=title, body=Markup(body))
+    return _page_template().render(study=title, body=Markup(body + after))
 
 
 def html_page(rep: Report) -> str:
-    """The report as one self-contained HTML page: the Markdown with every plot inlined as a data: URI."""
-    return markdown_to_html(markdown(rep, lambda n: data_uri(rep.plots[n])), rep.study)
+    """The report as one self-contained HTML page: the Markdown with every plot inlined as a data: URI, then
+    the exemplars side by side with their highest-loss tokens marked."""
+    return markdown_to_html(markdown(rep, lambda n: data_uri(rep.plots[n])), rep.study, exemplars_html(rep))

@@ -135,6 +135,9 @@ PLAIN_TEMPLATES = {
 
 class Family(_Strict):
     student: Student
+    # The model lineage the size axis groups by (qwen2, llama, ...). None: the model folder's config.json
+    # `model_type`, so two sizes of one architecture line up without typing anything.
+    lineage: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)
     backend: Backend = Backend()
     prompt: Prompt = Prompt()
     trust_remote_code: bool = False

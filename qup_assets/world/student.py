@@ -108,6 +108,14 @@ def build_model(architecture: str, tokenizer, hidden_size: int, num_layers: int,
     raise ValueError(f"unknown architecture {architecture!r} (qwen2 or llama)")
 
 
+def expected_parameters(architecture: str, hidden_size: int, num_layers: int, vocab_size: int = 640) -> int:
+    """build_model's parameter count, by arithmetic (no torch), for `qup plan` before the student exists: tied
+    embeddings, per layer q/k/v/o (Qwen2 adds q/k/v biases), a 3x SwiGLU MLP and two RMSNorms, a final norm."""
+    h = hidden_size
+    layer = 4 * h * h + 3 * h * (3 * h) + 2 * h + (3 * h if architecture == "qwen2" else 0)
+    return vocab_size * h + num_layers * layer + h
+
+
 # ---------------------------------------------------------------- building a synthetic student
 
 
