@@ -46,7 +46,7 @@ plan: install $(DAGSTER_HOME)/dagster.yaml
 # runs starved of CPU hit run monitoring's start timeout.
 TEST_WORKERS ?= $(shell nproc)
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow and not vllm and not browser"

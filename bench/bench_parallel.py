@@ -22,12 +22,12 @@ from pathlib import Path
 def unit(model_dir: str, steps: int, prompts: int) -> None:
     """One family-sized slice of work: pretraining steps, then sampling."""
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from qup_assets.backends.base import Request, SamplingParams
     from qup_assets.backends.transformers_backend import TransformersBackend
     from qup_assets.study import SyntheticStudent  # noqa: F401  (imports as the pipeline does)
     from qup_assets.training.pretrain import encode_examples, pretrain
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -48,13 +48,13 @@ def main():
     from qup_assets.adaptation.similarity import normalized_edit_distance, semantic_preservation
     from qup_assets.backends.base import SamplingParams
     from qup_assets.backends.cache import ResponseCache
+    from qup_assets.common import problem_id
     from qup_assets.mathcore.verify import VerifierPool
     from qup_assets.plan import gpu_hours
-    from qup_assets.common import problem_id
     from qup_assets.report.analysis import family_data
-    from qup_assets.variants import names as variant_names
     from qup_assets.sampling.native import sample_verified, select_traces
     from qup_assets.study import load_study
+    from qup_assets.variants import names as variant_names
     from qup_assets.world.generator import generate
     from qup_assets.world.styles import STYLES
 

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 SLACK_MIB = 512  # a CUDA context left by the run worker itself, allocator caches of CPU steps, rounding
 
@@ -68,8 +70,9 @@ def main() -> int:
     root = Path(args.keep or tempfile.mkdtemp(prefix="qup-gpu-smoke-"))
     home, store = root / "dagster_home", root / "store"
     home.mkdir(parents=True, exist_ok=True)
-    cfg = (REPO / "dagster.yaml").read_text().replace("max_concurrent_runs: 2", "max_concurrent_runs: 1")
-    (home / "dagster.yaml").write_text(cfg.replace("default_limit: 2", "default_limit: 1"))
+    cfg = yaml.safe_load((REPO / "dagster.yaml").read_text())  # one run and one GPU step at a time
+    cfg["concurrency"] = {"runs": {"max_concurrent_runs": 1}, "pools": {"default_limit": 1, "granularity": "op"}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(cfg))
     study = root / "gpu_smoke.yaml"
     study.write_text(smoke_study())
     env = {**os.environ, "DAGSTER_HOME": str(home), "QUP_STORE": str(store), "QUP_STUDY": str(study)}

@@ -48,7 +48,7 @@ def family_size(study: Study, name: str, store: Path) -> tuple[str, float | None
     st = fam.student
     if st.kind == "synthetic":
         return (fam.lineage or st.architecture, expected_parameters(st.architecture, st.hidden_size, st.num_layers),
-                "architecture, until base_model builds it")
+                "architecture with a 640-token vocabulary, until base_model builds it")
     try:
         lineage, params = model_size(resolve_model(st.model, st.revision))
         if params:
@@ -123,8 +123,8 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
         ("  eval tokens, at most", fmt(mul(1 + ckpts, items, ev.k, n_fam, ev.max_tokens))),
     ]
     sizes = {name: family_size(study, name, store) for name in study.families}
-    rows += [(f"family {name}", f"{lineage}, {format_params(p)} parameters (from the {src})")
-             for name, (lineage, p, src) in sizes.items()]
+    rows += [(f"family {name}", f"{lineage}, {'~' if src.startswith('architecture') else ''}{format_params(p)} "
+              f"parameters (from the {src})") for name, (lineage, p, src) in sizes.items()]
     hf = {name: sizes[name][1] for name, f in study.families.items() if f.student.kind == "hf"}
     if not hf:
         return rows + [("GPU-hours", "synthetic students: CPU scale, see make bench")]

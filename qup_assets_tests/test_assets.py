@@ -30,10 +30,10 @@ def test_sensor_adds_missing_family_partitions(tmp_path):
         assert isinstance(result, dg.SensorResult)
         (request,) = result.dynamic_partitions_requests
         assert request.partitions_def_name == "tiny_model_family"
-        assert list(request.partition_keys) == ["tiny-qwen", "tiny-llama"]
+        assert list(request.partition_keys) == ["tiny-qwen-small", "tiny-qwen", "tiny-llama"]
         instance.add_dynamic_partitions("tiny_model_family", list(request.partition_keys))
         again = sensor(dg.build_sensor_context(instance=instance))
-        assert isinstance(again, dg.SkipReason) and "all 2 families" in again.skip_message
+        assert isinstance(again, dg.SkipReason) and "all 3 families" in again.skip_message
     broken = write_study(tmp_path / "broken.yaml", "name: [\n")
     with dg.instance_for_test() as instance:
         skip = build_family_sensor(str(broken), "broken")(dg.build_sensor_context(instance=instance))

@@ -3,6 +3,9 @@ by benchmark difficulty, and for the compatibility-selected variant. Unit famili
 
 import numpy as np
 import pandas as pd
+import pytest
+
+from qup_assets.common import format_params
 from qup_assets.report.analysis import FamilyData, paired_differences
 from qup_assets.report.breakdown import (
     best_by_reward,
@@ -110,3 +113,23 @@ def test_the_paradox_is_judged_per_difficulty_of_the_benchmark_items():
 
 def test_a_study_without_sizes_has_no_size_table():
     assert size_table(pd.DataFrame(), {}).empty
+
+
+@pytest.mark.slow
+def test_a_familys_size_is_read_from_its_model_folder(micro_study):
+    """base_model records lineage and parameter count from the folder; `qup plan` and the report show them."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from qup_assets.plan import estimate
+    from qup_assets.storage.tables import report_dir, table_path
+    from qup_assets.study import load_study
+
+    info = json.loads(table_path(micro_study.store, "base_model", "micro-qwen").with_suffix(".json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(micro_study.store / info["store_path"])
+    assert info["lineage"] == "qwen2" and info["parameters"] == model.num_parameters()
+    rows = dict(estimate(load_study(micro_study.study), micro_study.store))
+    assert rows["family micro-qwen"] == f"qwen2, {format_params(info['parameters'])} parameters (from the model folder)"
+    sizes = pd.read_csv(report_dir(micro_study.store) / "sizes.csv")
+    assert set(sizes["parameters"]) == {info["parameters"]} and set(sizes["lineage"]) == {"qwen2"}

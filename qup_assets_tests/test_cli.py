@@ -5,10 +5,12 @@ import re
 
 import dagster as dg
 
+from qup_assets import variants
 from qup_assets.cli import main
 from qup_assets.study import resolve_study_path
 
 from .helpers import key, write_study
+
 
 def test_qup_run_materializes_problems_with_metadata(isolated, capsys):
     assert main(["run", "--study", "micro", "--select", "group:problems"]) == 0
@@ -66,11 +68,12 @@ def test_plan_sizes_the_paper_study(isolated, capsys):
     assert "qwen2.5-math-1.5b" in out and "backend=vllm" in out
     # 100K problems x N=8 x 4 families
     assert "3,200,000" in out
-    # 5 variants x 2 objectives x 4 grid points = 40 checkpoints per family, 160 in all
-    assert "fine-tuned checkpoints" in out and " 160" in out
+    # the registry's 6 variants x 2 objectives x 4 grid points = 48 checkpoints per family, 192 in all
+    assert len(variants.names()) == 6
+    assert re.search(r"fine-tuned checkpoints +192\n", out)
     # evaluation is sized before the benchmarks are on disk: 500 + 272 + 30 + 40 + 675 published items
     assert re.search(r"benchmark items \(published sizes\) +1,517", out)
-    assert re.search(r"eval samples .* 3,980,608", out)  # (1 + 40) x 1,517 x k=16 x 4 families
+    assert re.search(r"eval samples .* 4,757,312", out)  # (1 + 48) x 1,517 x k=16 x 4 families
     # H100 hours: 8 x 100K samples x 4096 tokens at 3.7k tokens/s for the 1.5B model; 7B scales by 7/1.5
     assert "qwen2.5-math-1.5b (1.5B)\n      sampling 246 h" in out and "qwen2.5-math-7b (7B)\n      sampling 1,148 h" in out
     assert re.search(r"all stages, all families +[\d,]+ h", out)

@@ -6,8 +6,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from qup_assets.problems.sources import ProblemSourceError, load_benchmarks, load_problems
 from qup_assets.common import problem_id
+from qup_assets.problems.sources import ProblemSourceError, load_benchmarks, load_problems
 from qup_assets.study import (
     FieldMap,
     HFSource,

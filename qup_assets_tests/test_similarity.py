@@ -174,8 +174,8 @@ def test_style_align_of_a_correct_trace_keeps_everything(verifier):
 def test_the_llm_judge_reads_a_score_caches_it_and_never_guesses(tmp_path):
     """The paper profile's second opinion: the Oracle's backend scores each rewrite 0-10 through the versioned
     prompt and the response cache; a reply without a readable score is None, a pair without a rewrite too."""
-    from qup_assets.oracle.judge import judge_preservation, parse_score
     from qup_assets.backends.cache import ResponseCache
+    from qup_assets.oracle.judge import judge_preservation, parse_score
     from qup_assets_tests.test_oracle import ScriptedLM
 
     assert parse_score("Same steps and answer. Score: 9") == 0.9

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from qup_assets import variants
 from qup_assets.assets.resources import usable_cores
 from qup_assets.cli import main
 
@@ -70,7 +71,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert "| token |" in _meta(instance, "oracle_refined_adaptation")["loss_attribution"].value
 
     # Utility: every variant has sft and dft checkpoints and Avg@k with a CI per benchmark and objective.
-    for v in ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]:
+    for v in variants.names():
         ck = pd.read_parquet(ms.store / "tables" / f"{v}_checkpoints" / "micro-qwen.parquet")
         assert sorted(ck["objective"]) == ["dft", "sft"] and (ck["eos_rate"] > 0).all()
         assert (ck["examples"] + ck["dropped_overlength"] == common["dagster/row_count"].value).all()
@@ -91,7 +92,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     for name in ["report.md", "report.html", "table1.csv", "table2.csv", "correlations.csv", "reward_vs_accuracy.png"]:
         assert (report / name).stat().st_size > 0
     t1 = pd.read_csv(report / "table1.csv")
-    assert list(t1["variant"]) == ["base", "native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"]
+    assert list(t1["variant"]) == ["base", *variants.names()]
     native_eval = pd.read_parquet(ms.store / "tables" / "native_eval" / "micro-qwen.parquet")
     macro = native_eval[(native_eval["benchmark"] == "macro") & (native_eval["objective"] == "dft")]
     assert t1.loc[t1["variant"] == "native", "avg_at_k_dft"].iloc[0] == pytest.approx(macro["avg_at_k"].iloc[0])

@@ -136,8 +136,8 @@ def test_lora_checkpoint_is_merged_into_a_plain_model_folder(tiny_model_dir, tmp
 
 
 def test_grid_points_cover_objectives_times_grid():
-    from qup_assets.training.grid import grid_points, point_name
     from qup_assets.study import Grid
+    from qup_assets.training.grid import grid_points, point_name
 
     t = Training(objectives=["sft", "dft"], grid=Grid(lr=[2e-5, 5e-5], batch_size=[128, 256]))
     points = grid_points(t)

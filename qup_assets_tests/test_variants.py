@@ -88,3 +88,15 @@ def test_a_variant_added_to_the_registry_gets_its_report_rows(with_terse, micro_
     paths = write_report(rep, tmp_path / "report")
     assert "Terse rewrite" in paths["report.md"].read_text()
     assert set(pd.read_csv(paths["table1.csv"])["variant"]) >= {"terse", "style_aligned", "base"}
+
+
+def test_plan_shows_each_familys_lineage_and_size_before_anything_is_built(tmp_path):
+    rows = dict(estimate(load_study(resolve_study_path("tiny")), tmp_path))
+    small, large = rows["family tiny-qwen-small"], rows["family tiny-qwen"]
+    assert small.startswith("qwen2, ~") and large.startswith("qwen2, ~") and "from the architecture" in small
+    assert rows["family tiny-llama"].startswith("llama, ~")
+    paper = dict(estimate(load_study(resolve_study_path("paper")), tmp_path))
+    # no weights here: the size comes from the model id, the lineage from the study file
+    assert paper["family qwen2.5-math-7b"] == ("qwen2.5-math, 7B parameters (from the model id; the folder is not "
+                                               "on this machine)")
+    assert paper["family deepseekmath-7b"].startswith("deepseekmath, 7B")
