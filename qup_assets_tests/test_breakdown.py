@@ -103,7 +103,7 @@ def test_the_paradox_is_judged_per_difficulty_of_the_benchmark_items():
     assert list(t.index) == ["1 step", "4 steps"]
     assert t.loc["4 steps", "paradox"] == "strong" and t.loc["4 steps", "rho_reward"] < -0.8
     assert t.loc["1 step", "paradox"] != "strong"
-    assert lines[1].startswith("- 4 steps (900 items): the paradox holds in its strong form")
+    assert lines[1].startswith("- 4 steps (300 items x 3 families): the paradox holds in its strong form")
     assert lines[1].count("SLM-RFT minus Oracle-Refined") == 1 and lines[1].count(" DFT ") == 3  # one per family
     # a benchmark without step counts is its own bucket, named after the benchmark
     no_steps = steps.assign(n_steps=pd.NA)

@@ -56,7 +56,8 @@ def size_sentences(fams: list[FamilyData], sizes: dict[str, tuple[str, float | N
     for lin, members in sorted(lineages.items()):
         if len(members) < 2:
             continue
-        small, large = sorted(members, key=lambda f: sizes[f][1])[:: len(members) - 1]
+        ordered = sorted(members, key=lambda f: sizes[f][1])
+        small, large = ordered[0], ordered[-1]
         fs, fl = by_name[small], by_name[large]
         if len(fs.items) != len(fl.items) or (fs.items != fl.items).any():
             out.append(f"- {lin}: {small} and {large} were evaluated on different benchmark items; no paired comparison.")
@@ -157,12 +158,12 @@ def by_difficulty(fams: list[FamilyData], benchmarks: pd.DataFrame, objectives: 
         state = paradox_state(r, p)
         diffs = paired_differences(sub, objectives, samples, seed, pairs=(("native", "oracle_refined"),))
         diffs = diffs[diffs["versus"] == "oracle_refined"] if len(diffs) else diffs
-        rows += [{"difficulty": bucket, "items": int(sum(len(f.items) for f in sub)), "scope": scope,
+        rows += [{"difficulty": bucket, "items": int(max(len(f.items) for f in sub)), "families": len(sub), "scope": scope,
                   "rho_reward": r.rho, "rho_reward_ci": f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
                   "rho_ppl": p.rho, "rho_ppl_ci": f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]", "paradox": state}]
         gaps = "; ".join(f"{d['model_family']} {d['objective'].upper()} {100 * d['difference']:+.1f} "
                          f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]" for _, d in diffs.iterrows())
-        lines.append(f"- {bucket} ({rows[-1]['items']} items): the paradox {_STATES[state]} (rho(reward, accuracy) "
+        lines.append(f"- {bucket} ({rows[-1]['items']} items x {len(sub)} families): the paradox {_STATES[state]} (rho(reward, accuracy) "
                      f"{r.rho:+.2f} {rows[-1]['rho_reward_ci']}, rho(PPL, accuracy) {p.rho:+.2f} "
                      f"{rows[-1]['rho_ppl_ci']}); SLM-RFT minus Oracle-Refined, points: {gaps}.")
     return pd.DataFrame(rows), lines

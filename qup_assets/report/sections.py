@@ -47,7 +47,8 @@ def size_plot(rep) -> bytes | None:
             h = h.sort_values("parameters")
             y = 100 * h["difference"]
             err = [100 * (h["difference"] - h["ci_low"]), 100 * (h["ci_high"] - h["difference"])]
-            ax.errorbar(h["parameters"], y, yerr=err, fmt=OBJ_MARKERS.get(o, "o") + "-", capsize=2, ms=5,
+            ax.errorbar(h["parameters"], y, yerr=err, fmt=OBJ_MARKERS.get(o, "o") + ("-" if o == "sft" else "--"),
+                        capsize=2, ms=5,
                         color=cycle[lineages.index(lin) % len(cycle)], alpha=0.85, label=f"{lin} {o.upper()}")
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
