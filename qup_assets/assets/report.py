@@ -51,15 +51,14 @@ def build_exemplars_asset() -> dg.AssetsDefinition:
         table = {kind: {v: inputs[f"{v}_{kind}"] for v in variants} for kind in ("traces", "adaptation", "rewards")}
         df = exemplar_table(family, table["traces"], table["adaptation"], table["rewards"], problem_pool)
         within = within_variant_correlations(df, 200, 0)
+        top = disagreements(df)
+        top = top[[c for c in top.columns if not c.startswith(("tokens_", "token_nll_", "text_"))]]
         context.add_output_metadata({
             "dagster/row_count": len(df),
             "variants": df["variant"].nunique(),
             "problems": df["problem_id"].nunique(),
             "reward_vs_ppl_within_variant": md_table(within.round(3)),
-            "largest_disagreements": md_table(disagreements(df).drop(
-                columns=[c for c in ("tokens_native", "tokens_oracle_refined", "token_nll_native",
-                                     "token_nll_oracle_refined", "text_native", "text_oracle_refined")], errors="ignore")
-                .round(3), max_rows=10),
+            "largest_disagreements": md_table(top.round(3), max_rows=10),
         })
         return versioned(df)
 
