@@ -141,7 +141,7 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
             stages[f"rewards {rm.name}"] = gpu_hours(mul(n_var, pool, s.max_tokens), "score",
                                                      params_from_name(rm.model))
         known = [h for h in stages.values() if h is not None]
-        size = f"{p / 1e9:g}B" if p else "size unknown"
+        size = format_params(p) if p else "size unknown"
         rows.append((f"  {name} ({size})", ", ".join(f"{k} {_h(v)}" for k, v in stages.items())))
         rows.append((f"  {name} total", _h(sum(known)) if len(known) == len(stages) else "unknown"))
         total += sum(known)

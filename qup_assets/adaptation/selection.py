@@ -19,7 +19,7 @@ from qup_assets.backends.base import ProgressFn
 from qup_assets.backends.cache import ResponseCache
 from qup_assets.common import stable_hash
 from qup_assets.mathcore.verify import VerifierPool
-from qup_assets.sampling.native import clean_trace
+from qup_assets.sampling.native import clean_verified
 from qup_assets.variants import VARIANT_COLUMNS
 
 SELECTED_COLUMNS = [*VARIANT_COLUMNS, "selected_from", "candidates", "nll_per_token", "native_nll_per_token"]
@@ -32,10 +32,8 @@ def student_candidates(native: pd.DataFrame, samples: pd.DataFrame, verifier: Ve
     ok = samples[samples["correct"] & samples["problem_id"].isin(chosen)]
     ok = ok[[chosen[p] != i for p, i in zip(ok["problem_id"], ok["sample_idx"])]]
     answers = dict(zip(native["problem_id"], native["answer"]))
-    cleaned = [clean_trace(t) for t in ok["completion"]]
-    checks = verifier.verify_many([(answers[p], c) for p, c in zip(ok["problem_id"], cleaned)])
-    others = pd.DataFrame({"problem_id": ok["problem_id"].values,
-                           "completion": [c if r.correct else raw for c, r, raw in zip(cleaned, checks, ok["completion"])],
+    completions, _, _ = clean_verified(ok["completion"], [answers[p] for p in ok["problem_id"]], verifier)
+    others = pd.DataFrame({"problem_id": ok["problem_id"].values, "completion": completions,
                            "selected_from": [f"student sample {int(i)}" for i in ok["sample_idx"]]})
     own = pd.DataFrame({"problem_id": native["problem_id"].values, "completion": native["completion"].values,
                         "selected_from": "native"})

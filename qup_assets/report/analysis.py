@@ -79,6 +79,11 @@ class FamilyData:
         labels = self.benchmarks if idx is None else self.benchmarks[idx]
         return np.mean([cols[:, labels == b].mean(axis=1) for b in np.unique(self.benchmarks)], axis=0)
 
+    def resample_items(self, rng) -> np.ndarray:
+        """One bootstrap draw of benchmark item indices, resampled within each benchmark."""
+        return np.concatenate([rng.choice(np.flatnonzero(self.benchmarks == b), size=int((self.benchmarks == b).sum()))
+                               for b in np.unique(self.benchmarks)])
+
     def restrict(self, mask: np.ndarray) -> "FamilyData":
         """The same family on a subset of its benchmark items (a difficulty bucket); training data unchanged."""
         return FamilyData(self.family, self.variants, self.rewards, self.nll, self.tokens,
@@ -185,8 +190,7 @@ def _points(fams: list[FamilyData], objectives: list[str], draw: dict | None, rn
         idx_p = rng.integers(0, p, size=p) if draw is not None else slice(None)
         idx_q = None
         if draw is not None:
-            idx_q = np.concatenate([rng.choice(np.flatnonzero(f.benchmarks == b), size=int((f.benchmarks == b).sum()))
-                                    for b in np.unique(f.benchmarks)])
+            idx_q = f.resample_items(rng)
         r = f.rewards[:, idx_p].mean(axis=1)
         pp = np.exp(f.nll[:, idx_p].sum(axis=1) / f.tokens[:, idx_p].sum(axis=1))
         for o in objectives:
@@ -236,8 +240,7 @@ def paired_differences(fams: list[FamilyData], objectives: list[str], samples: i
     rows = []
     for f in fams:
         rng = np.random.default_rng(seed)
-        draws = [np.concatenate([rng.choice(np.flatnonzero(f.benchmarks == b), size=int((f.benchmarks == b).sum()))
-                                 for b in np.unique(f.benchmarks)]) for _ in range(samples)]
+        draws = [f.resample_items(rng) for _ in range(samples)]
         if f.base is not None:  # the base model's macro accuracy, whole and per draw: one for every objective
             base_full = f.macro(f.base[None, :])[0]
             base_boot = np.array([f.macro(f.base[None, :], d)[0] for d in draws])
@@ -338,13 +341,11 @@ def gap_sentence(d, variant: str) -> str:
             f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]).")
 
 
-def gap_sentences(diffs: pd.DataFrame, variant: str = "style_aligned", versus: tuple[str, ...] | None = None) -> list[str]:
-    """`variant` against each variant it was paired with (or those in `versus`), per family and objective."""
+def gap_sentences(diffs: pd.DataFrame, variant: str = "style_aligned") -> list[str]:
+    """`variant` against each variant it was paired with, per family and objective."""
     if diffs.empty:
         return []
     rows = diffs[(diffs["variant"] == variant) & (diffs["versus"] != "base")]
-    if versus is not None:
-        rows = rows[rows["versus"].isin(versus)]
     return [gap_sentence(d, variant) for _, d in rows.iterrows()]
 
 

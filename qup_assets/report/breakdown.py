@@ -63,8 +63,7 @@ def size_sentences(fams: list[FamilyData], sizes: dict[str, tuple[str, float | N
             out.append(f"- {lin}: {small} and {large} were evaluated on different benchmark items; no paired comparison.")
             continue
         rng = np.random.default_rng(seed)
-        draws = [np.concatenate([rng.choice(np.flatnonzero(fs.benchmarks == b), size=int((fs.benchmarks == b).sum()))
-                                 for b in np.unique(fs.benchmarks)]) for _ in range(samples)]
+        draws = [fs.resample_items(rng) for _ in range(samples)]
         at = f"{format_params(sizes[small][1])} ({small}) and {format_params(sizes[large][1])} ({large})"
         for o in objectives:
             for a, b in size_pairs():

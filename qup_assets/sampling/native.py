@@ -77,6 +77,15 @@ def clean_trace(text: str) -> str:
     return "\n".join(lines).strip("\n").strip()
 
 
+def clean_verified(completions, answers, verifier: VerifierPool) -> tuple[list[str], list[str], list]:
+    """(kept, cleaned, checks): each completion cleaned (clean_trace) if the cleaned text still verifies against
+    its answer, else raw; the cleaned texts and their verification results."""
+    raw = list(completions)
+    cleaned = [clean_trace(t) for t in raw]
+    checks = verifier.verify_many(list(zip(answers, cleaned)))
+    return [c if r.correct else t for c, r, t in zip(cleaned, checks, raw)], cleaned, checks
+
+
 def select_traces(samples: pd.DataFrame, problems: pd.DataFrame, prompts: dict[str, str], seed: int,
                   verifier: VerifierPool) -> tuple[pd.DataFrame, dict]:
     """One correct trace per solvable problem, chosen by a seeded hash (not by position or length).
@@ -87,9 +96,8 @@ def select_traces(samples: pd.DataFrame, problems: pd.DataFrame, prompts: dict[s
     correct["rank"] = [stable_hash("pick", seed, p, int(i)) for p, i in zip(correct["problem_id"], correct["sample_idx"])]
     chosen = correct.sort_values(["problem_id", "rank"]).groupby("problem_id", sort=True).head(1)
     answers = problems.set_index("problem_id")["answer"]
-    cleaned = [clean_trace(t) for t in chosen["completion"]]
-    checks = verifier.verify_many([(answers[p], c) for p, c in zip(chosen["problem_id"], cleaned)])
-    completions = [c if r.correct else raw for c, r, raw in zip(cleaned, checks, chosen["completion"])]
+    completions, cleaned, checks = clean_verified(chosen["completion"], [answers[p] for p in chosen["problem_id"]],
+                                                  verifier)
     stats = {
         "cleaned_changed": int(sum(c != raw for c, raw in zip(cleaned, chosen["completion"]))),
         "cleaning_reverted": int(sum(not r.correct for r in checks)),
