@@ -8,7 +8,7 @@ STUDY ?= $(or $(QUP_STUDY),tiny)
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install study test test-fast dev plan bench gpu-smoke clean
+.PHONY: install study test test-fast system-packages world dev plan bench gpu-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,15 +38,36 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 study: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/qup run --study $(STUDY)
 
+# The synthetic students and reward models are shipped in data/world; after a change to the world's code (or
+# a study's synthetic models) this rebuilds what no longer matches (`qup world status` says what).
+world: install
+	$(BIN)/qup world build --study $(STUDY)
+
 plan: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/qup plan --study $(STUDY)
 
+# The UI tests drive Debian's chromium (Playwright, no browser download); the distributed tests start Debian's
+# redis-server and PostgreSQL on 127.0.0.1. `make test` installs them when missing (apt-get, as root or with
+# sudo) or stops with the one command to run: they run, never skip.
+system-packages:
+	@need=""; command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v redis-server >/dev/null || need="$$need redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	if [ -n "$$need" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n"); \
+	  echo "installing$$need (Debian packages the browser and distributed tests use)"; \
+	  $$sudo apt-get install -y -q $$need >/dev/null 2>&1 \
+	    || { $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q $$need >/dev/null 2>&1; } \
+	    || { echo "error: could not install$$need; run: sudo apt-get install -y$$need   (then make test again)" >&2; exit 1; }; \
+	fi
+
 # One pytest worker per core (pytest-xdist), each pinned to its core; the micro study is built once and
 # shared (the order of the tests: qup_assets_tests/conftest.py). Two per core was measured flaky here:
-# runs starved of CPU hit run monitoring's start timeout.
+# runs starved of CPU hit run monitoring's start timeout. The vLLM, UI and distributed tests must run.
 TEST_WORKERS ?= $(shell nproc)
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30
+test: $(VENV)/.installed-test system-packages
+	QUP_REQUIRE_VLLM=1 QUP_REQUIRE_BROWSER=1 QUP_REQUIRE_DISTRIBUTED=1 \
+	  $(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow and not vllm and not browser"

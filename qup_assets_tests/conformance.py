@@ -29,7 +29,7 @@ def load_cases() -> list[dict]:
     return [r for r in rows if not (r["settings"].get("allow_set_relation_comp") is False and not r["expected"])]
 
 
-def direct_verdicts(cases: list[dict]) -> list[bool]:
+def direct_verdicts(cases: list[dict]) -> list[bool | None]:
     """math-verify with its defaults on the raw strings (these are trusted fixture strings: its
     expression path, which qup never uses on model text, is part of its defaults)."""
     from math_verify import parse, verify
@@ -39,8 +39,8 @@ def direct_verdicts(cases: list[dict]) -> list[bool]:
     for c in cases:
         try:
             out.append(bool(verify(parse(c["gold"]), parse(c["pred"]))))
-        except Exception:
-            out.append(False)
+        except Exception:  # a crash is no verdict: neither an agreement nor a disagreement with the label
+            out.append(None)
     return out
 
 
@@ -54,22 +54,25 @@ def qup_verdicts(cases: list[dict], formats: str = "standard") -> list[bool]:
 
 @dataclass(frozen=True)
 class Agreement:
-    n: int
+    n: int  # cases with a verdict
     agree: int
     wrong_accepts: int  # accepted although labelled not equal
     not_equal: int
+    crashed: int = 0  # no verdict: the checker raised
 
     def __str__(self) -> str:
-        return f"{self.agree}/{self.n} agree ({self.agree / max(self.n, 1):.1%}), {self.wrong_accepts}/{self.not_equal} wrong acceptances"
+        return (f"{self.agree}/{self.n} agree ({self.agree / max(self.n, 1):.1%}), {self.wrong_accepts}/{self.not_equal} "
+                f"wrong acceptances, {self.crashed} crashed")
 
 
-def agreement(cases: list[dict], verdicts: list[bool]) -> Agreement:
-    labels = [c["expected"] for c in cases]
+def agreement(cases: list[dict], verdicts: list[bool | None]) -> Agreement:
+    decided = [(v, c["expected"]) for c, v in zip(cases, verdicts) if v is not None]
     return Agreement(
-        n=len(cases),
-        agree=sum(v == e for v, e in zip(verdicts, labels)),
-        wrong_accepts=sum(v and not e for v, e in zip(verdicts, labels)),
-        not_equal=sum(not e for e in labels),
+        n=len(decided),
+        agree=sum(v == e for v, e in decided),
+        wrong_accepts=sum(v and not e for v, e in decided),
+        not_equal=sum(not e for _, e in decided),
+        crashed=len(cases) - len(decided),
     )
 
 

@@ -22,6 +22,14 @@ def _missing(what: str):
     pytest.skip(f"{what} is not installed (apt-get install -y redis-server postgresql)")
 
 
+def require_distributed_extra():
+    """dagster-celery (the `distributed` extra) importable, or fail when QUP_REQUIRE_DISTRIBUTED says it must be."""
+    try:
+        import dagster_celery  # noqa: F401
+    except ImportError:
+        _missing("dagster-celery (pip install -e '.[distributed]')")
+
+
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float = 60):
     import socket
 

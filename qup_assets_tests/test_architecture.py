@@ -24,7 +24,10 @@ def _modules():
 
 def _project_imports(tree):
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qup_assets"):
+        if isinstance(node, ast.ImportFrom) and node.module == "qup_assets":  # `from qup_assets import variants`
+            for a in node.names:
+                yield node, f"qup_assets.{a.name}"
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qup_assets"):
             yield node, node.module
         elif isinstance(node, ast.Import):
             for a in node.names:

@@ -225,3 +225,31 @@ def test_the_cache_reads_values_on_demand_across_many_shards_and_recomputes_a_da
     for _ in range(2):  # the recomputed copy is found from then on, whichever shard is read first
         with ResponseCache(tmp_path, "n") as cache:
             assert cache.get(key) == {"text": "again", "w": -1}
+
+
+def test_a_rows_sample_is_its_own_whatever_the_batch(tiny_model_dir):
+    """Each row draws from its own seeded uniforms and finished rows leave the batch: the same request gives
+    the same text alone, in a batch of 4 or in a batch of 24."""
+    lm = TransformersBackend(tiny_model_dir, batch_size=24)
+    reqs = [Request(p, i) for p in _prompts(lm, 6) for i in range(4)]
+    params = SamplingParams(temperature=1.0, max_tokens=40, seed=3)
+    wide = lm.sample(reqs, params)
+    lm.sample_batch_size = 4
+    assert lm.sample(reqs, params) == wide
+    lm.sample_batch_size = 1
+    assert lm.sample(reqs[:3], params) == wide[:3]
+    assert len({o.text for o in wide}) > 6  # T=1 samples differ between a problem's rows
+
+
+def test_picking_a_token_follows_the_distribution_and_top_p():
+    import torch
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]).repeat(20000, 1))
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    picks = TransformersBackend._pick(logits, SamplingParams(temperature=1.0), u)
+    freq = torch.bincount(picks, minlength=4) / 20000
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015)
+    nucleus = TransformersBackend._pick(logits, SamplingParams(temperature=1.0, top_p=0.75), u)
+    freq = torch.bincount(nucleus, minlength=4) / 20000
+    assert freq[2:].sum() == 0 and abs(freq[0] - 0.5 / 0.8) < 0.015  # {0, 1} hold 0.8 >= 0.75 of the mass
+    assert (TransformersBackend._pick(logits[:3], SamplingParams(temperature=0.0), u[:3]) == 0).all()

@@ -190,9 +190,19 @@ def c_cpu(context):
 
 
 def _hold(context, name: str) -> None:
+    """Each step marks its start; a GPU step then holds its slot until the CPU step has started (or 120 s), so
+    "the CPU step ran beside a GPU step" is an event the GPU step saw, not a guess from wall clocks."""
+    out = Path(context.op_config["out"])
     start = time.time()
-    time.sleep(3)
-    Path(context.op_config["out"], name).write_text(json.dumps([start, time.time()]))
+    (out / f"{name}.start").touch()
+    saw_cpu = None
+    if name != "c_cpu":
+        deadline = time.monotonic() + 120
+        while not (out / "c_cpu.start").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        saw_cpu = (out / "c_cpu.start").exists()
+    time.sleep(0.2)
+    (out / name).write_text(json.dumps([start, time.time(), saw_cpu]))
 
 
 def three_steps() -> dg.JobDefinition:
@@ -214,4 +224,5 @@ def test_the_multiprocess_executor_runs_one_gpu_step_at_a_time_per_run(tmp_path)
         return spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
 
     assert not overlap("a_gpu", "b_gpu"), spans  # the run's GPUs are never shared by two steps
-    assert overlap("c_cpu", "a_gpu") or overlap("c_cpu", "b_gpu"), spans  # other steps are not held back
+    first = min(("a_gpu", "b_gpu"), key=lambda n: spans[n][0])
+    assert spans[first][2], spans  # the CPU step started while the first GPU step held its slot: not held back

@@ -74,6 +74,7 @@ def test_export_writes_lighteval_results_equal_to_the_eval_tables(store, tmp_pat
             table = table[(table["objective"] == objective) & (table["lr"] == LR)]
         tasks = {"custom|synth-a|0", "custom|synth-b|0"}
         assert set(res["results"]) == tasks | {"all"} and set(res["versions"]) == tasks == set(res["config_tasks"])
+        assert len(table) == len(tasks) + 1  # each benchmark and the macro average
         for _, row in table.iterrows():
             got = res["results"]["all" if row["benchmark"] == "macro" else f"custom|{row['benchmark']}|0"]
             assert got["extractive_match"] == row["avg_at_k"] and got[f"avg@n:n={K}"] == row["avg_at_k"]

@@ -68,7 +68,7 @@ def test_two_studies_writing_at_the_same_time(micro_study, small_alone, tmp_path
     procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study), *extra],
                               env=both.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for study, extra in runs]
-    outs = [p.communicate(timeout=1200)[0] for p in procs]
+    outs = [p.communicate(timeout=480)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
     assert "paradox_report" in outs[0]  # micro did rewrite down to its report while the other study ran

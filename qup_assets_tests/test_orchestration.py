@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from qup_assets.assets.metadata import versioned
 from qup_assets.cli import main
 from qup_assets.orchestration.launcher import LocalRunLauncher, proc_stat
 from qup_assets.orchestration.staleness import outdated, report_outdated
+from qup_assets_tests.services import require_distributed_extra
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES = dg.StaticPartitionsDefinition(["fam-a", "fam-b"])
@@ -178,8 +180,10 @@ def test_run_monitoring_health_check_sees_a_dead_or_zombie_run_worker():
             if reap:
                 worker.wait()
             else:
+                deadline = time.monotonic() + 30
                 while (proc_stat(worker.pid) or ["?"])[0] != "Z":
-                    pass
+                    assert time.monotonic() < deadline, "the killed worker never became a zombie"
+                    time.sleep(0.01)
             health = instance.run_launcher.check_run_worker_health(run)
             assert health.status.value == "FAILED" and str(worker.pid) in health.msg
             worker.wait()
@@ -205,7 +209,7 @@ def test_a_launcher_whose_package_is_missing_is_one_line_before_any_run(isolated
 ])
 def test_the_distributed_profile_with_postgres_down_is_one_line_before_any_run(isolated, capsys, monkeypatch, url,
                                                                               says):
-    pytest.importorskip("dagster_celery")
+    require_distributed_extra()
     home = isolated / "dagster_home"
     (home / "dagster.yaml").write_text((REPO / "deploy" / "distributed" / "dagster.yaml").read_text())
     monkeypatch.setenv("QUP_POSTGRES_URL", url)
@@ -219,7 +223,7 @@ def test_the_distributed_profile_with_postgres_down_is_one_line_before_any_run(i
 
 
 def test_a_celery_broker_that_is_down_is_one_line_that_says_what_to_start(tmp_path, monkeypatch):
-    pytest.importorskip("dagster_celery")
+    require_distributed_extra()
     from qup_assets.orchestration.instance import InstanceError, check_services
 
     monkeypatch.setenv("QUP_CELERY_BROKER", "redis://127.0.0.1:1/0")

@@ -34,6 +34,19 @@ def _tables():
     return native, samples, {"oracle_refined": refined}
 
 
+def _nll_per_token(lm, prompt: str, completion: str) -> float:
+    """Mean NLL of the completion's tokens, computed apart from the product's scoring: one unpadded forward
+    pass of the HF model over prompt + completion, log-softmax, the completion's positions."""
+    import torch
+
+    p = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = lm.tokenizer(completion, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([p + c])).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    return -float(np.mean([logp[len(p) + i - 1, t].item() for i, t in enumerate(c)]))
+
+
 def test_the_chosen_trace_is_the_least_surprising_verified_candidate(lm, tmp_path, verifier):
     native, samples, oracle = _tables()
     cands = pd.concat([student_candidates(native, samples, verifier), variant_candidates(oracle)], ignore_index=True)
@@ -47,7 +60,7 @@ def test_the_chosen_trace_is_the_least_surprising_verified_candidate(lm, tmp_pat
     prompts = dict(zip(native["problem_id"], native["prompt"]))
     for _, row in out.iterrows():
         mine = cands[cands["problem_id"] == row["problem_id"]]
-        direct = [-np.mean(t.logprobs) for t in lm.logprobs([prompts[row["problem_id"]]] * len(mine), list(mine["completion"]))]
+        direct = [_nll_per_token(lm, prompts[row["problem_id"]], c) for c in mine["completion"]]
         assert row["nll_per_token"] == pytest.approx(min(direct), rel=1e-4)
         assert row["completion"] == list(mine["completion"])[int(np.argmin(direct))]
         assert row["correct"] and (row["selected_from"] != "native" or row["edit_distance"] == 0.0)

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from qup_assets import variants
-from qup_assets.assets.resources import usable_cores
 from qup_assets.cli import main
 
 from .helpers import key
@@ -34,6 +33,12 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     base = _meta(instance, "base_model")
     assert 0.0 < base["heldout_greedy_accuracy"].value < 1.0  # an imperfect student
     assert base["parameters"].value > 100_000 and "data:image/png;base64" in base["loss_curve"].value
+    # The student and the RM came from data/world (qup world build), byte for byte, not pretrained in the run.
+    assert base["origin"].value.startswith("shipped micro/students/micro-qwen (recipe ")
+    assert _meta(instance, "reward_model")["synthetic-rm/origin"].value.startswith("shipped micro/reward_models/")
+    world = Path(__file__).resolve().parents[1] / "data" / "world" / "micro"
+    assert (ms.store / "artifacts" / "base_model" / "micro-qwen" / "model" / "model.safetensors").read_bytes() == \
+        (world / "students" / "micro-qwen" / "model" / "model.safetensors").read_bytes()
     samples = _meta(instance, "native_samples")
     assert samples["generated"].value == 60 * 4 and samples["cache_hits"].value == 0
     capsys.readouterr()
@@ -278,7 +283,8 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     # Alone, the two family runs compute their `accelerator`-pool steps at the same time: the queue lets them both
     # go and the pool has no limit on this CPU instance (dagster.yaml), each run with one torch thread.
     assert main(["run", "--study", str(ms.study), "--force", "--select", "key:native_adaptation"]) == 0
-    cores = usable_cores()  # what this process may use (one core per test worker under pytest -n 2)
+    # what this process may use, asked of the OS (one core per test worker under pytest -n 2): two runs share it
+    cores = len(os.sched_getaffinity(0))
     assert f"torch threads: {max(1, cores // 2)} (of {cores} cores)" in capsys.readouterr().out
     spans = [_step_span(instance, "native_adaptation", fam) for fam in ("micro-qwen", "micro-llama")]
     assert max(s[0] for s in spans) < min(s[1] for s in spans), spans

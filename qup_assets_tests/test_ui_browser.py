@@ -159,7 +159,7 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
         dialog = page.get_by_role("dialog").inner_text()
         assert re.search(r"\b2 partitions\b", dialog), dialog  # micro-qwen and the new micro-mini
         page.get_by_role("button", name="Launch backfill").click()
-        deadline = time.monotonic() + 1200
+        deadline = time.monotonic() + 480
         while time.monotonic() < deadline and not instance.get_backfills():
             time.sleep(1)
         (backfill,) = instance.get_backfills()

@@ -14,21 +14,22 @@ from qup_assets.backends.hub import resolve_model
 from qup_assets.problems.sources import world_difficulty
 from qup_assets.reward.diagnostics import DIAGNOSTIC_COLUMNS, diagnose, diagnostic_samples
 from qup_assets.reward.scorers import score_traces
-from qup_assets.reward.synthetic import train_study_reward_model
+from qup_assets.reward.synthetic import provide_reward_model
 from qup_assets.storage.tables import artifact_dir
 from qup_assets.variants import Variant
 
 
 @dg.asset(
     group_name="reward_models",
-    code_version="1",
+    code_version="2",
     kinds={"pytorch"},
     **ACCELERATOR,
     description="The study's reward models, resolved. A `synthetic` RM is trained here as real outcome RMs are: a "
     "language-model backbone pretrained on every writer's correct solutions, then a Bradley-Terry head on "
     "preference pairs, most of them right vs wrong within one writer's style (students' mistakes: slips, misread "
     "operands, skipped steps, broken text...), some both right with the Oracle's style preferred 70% of the time. "
-    "Others are HF folders resolved offline.",
+    "Copied from the shipped folder in data/world when its recipe matches (`qup world build`). Others are HF "
+    "folders resolved offline.",
 )
 def reward_model(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
                  benchmarks: pd.DataFrame) -> dg.Output[dict]:
@@ -45,18 +46,20 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
             out[rm.name] = {"kind": rm.kind, "path": str(path), "fingerprint": folder_fingerprint(path)}
             meta[f"{rm.name}/path"] = dg.MetadataValue.path(str(path))
             continue
-        rep = train_study_reward_model(rm, world_difficulty(s), exclude, artifact_dir(study.store, "reward_model") / rm.name,
-                                       log=context.log.info)
-        out[rm.name] = {"kind": rm.kind, "path": rep.path, "fingerprint": folder_fingerprint(rep.path),
-                        "heldout_pair_accuracy": rep.heldout_pair_accuracy}
-        kinds = pd.DataFrame({"pair kind": list(rep.pair_kinds), "pairs": list(rep.pair_kinds.values())})
-        kinds["held-out accuracy"] = kinds["pair kind"].map(rep.heldout_by_kind).round(3)
+        rep, origin = provide_reward_model(s.name, rm, world_difficulty(s), exclude,
+                                           artifact_dir(study.store, "reward_model") / rm.name,
+                                           log=context.log.info, warn=context.log.warning)
+        out[rm.name] = {"kind": rm.kind, "path": rep["path"], "fingerprint": folder_fingerprint(rep["path"]),
+                        "heldout_pair_accuracy": rep["heldout_pair_accuracy"], "origin": origin}
+        kinds = pd.DataFrame({"pair kind": list(rep["pair_kinds"]), "pairs": list(rep["pair_kinds"].values())})
+        kinds["held-out accuracy"] = kinds["pair kind"].map(rep["heldout_by_kind"]).round(3)
         meta.update({
-            f"{rm.name}/heldout_pair_accuracy": dg.MetadataValue.float(rep.heldout_pair_accuracy),
-            f"{rm.name}/pairs": rep.pairs,
+            f"{rm.name}/origin": origin,
+            f"{rm.name}/heldout_pair_accuracy": dg.MetadataValue.float(rep["heldout_pair_accuracy"]),
+            f"{rm.name}/pairs": rep["pairs"],
             f"{rm.name}/pair_kinds": md_table(kinds),
             f"{rm.name}/writers": md_table(pd.DataFrame(
-                {"writer": list(rep.writers), "pairs": list(rep.writers.values())})),
+                {"writer": list(rep["writers"]), "pairs": list(rep["writers"].values())})),
         })
     context.add_output_metadata(meta)
     return versioned(out)

@@ -17,7 +17,7 @@ from qup_assets.common import format_params
 from qup_assets.problems.sources import world_difficulty
 from qup_assets.sampling.native import no_traces_message, sample_verified, sampling_summary, select_traces
 from qup_assets.storage.tables import artifact_dir
-from qup_assets.world.student import build_synthetic_student
+from qup_assets.world.student import provide_student
 
 
 def _loss_plot(curve: list) -> str:
@@ -33,13 +33,14 @@ def _loss_plot(curve: list) -> str:
 @dg.asset(
     partitions_def=model_family,
     group_name="students",
-    code_version="1",
+    code_version="2",
     kinds={"pytorch"},
     **ACCELERATOR,
     description=(
         "The family's student before any fine-tuning. An HF model (local folder or the local HF cache) is resolved "
         "and recorded (revision, content fingerprint, parameters, dtype, chat template); a synthetic family is "
-        "pretrained from scratch here on problems (never pool or benchmark ones) solved in its own style."
+        "pretrained from scratch on problems (never pool or benchmark ones) solved in its own style: copied from the "
+        "shipped folder in data/world when its recipe matches (`qup world build`), else pretrained in this run."
     ),
 )
 def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmarks: pd.DataFrame,
@@ -72,30 +73,31 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
 
 
     spec = fam.student
-    knobs = world_difficulty(s)
     exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
     out = artifact_dir(study.store, "base_model", name) / "model"
     with study.verifier(s) as verifier:
-        built = build_synthetic_student(spec, name, knobs, out, exclude, verifier, log=context.log.info,
-                                        heldout=min(100, max(20, spec.pretrain_problems // 10)))
+        built, origin = provide_student(s.name, name, spec, world_difficulty(s), exclude, out, verifier,
+                                        log=context.log.info, warn=context.log.warning)
     info = describe_model(out)
     _check_prompt(name, fam, out)
-    info.update(name=name, lineage=fam.lineage or info["lineage"], heldout_greedy_accuracy=built.heldout_greedy_accuracy, tokens_seen=built.tokens_seen,
-                store_path=str(out.relative_to(study.store)))
+    info.update(name=name, lineage=fam.lineage or info["lineage"], heldout_greedy_accuracy=built["heldout_greedy_accuracy"],
+                tokens_seen=built["tokens_seen"], store_path=str(out.relative_to(study.store)), origin=origin)
     context.add_output_metadata(
         {
+            "origin": origin,
             "architecture": info["architecture"],
             "lineage": info["lineage"],
             "parameters": info["parameters"] or 0,
             "size": format_params(info["parameters"]),
-            "tokens_seen": built.tokens_seen,
-            "pretrain_steps": built.steps,
-            "tokens_per_second": round(built.tokens_per_second),
-            "heldout_greedy_accuracy": dg.MetadataValue.float(built.heldout_greedy_accuracy),
-            "heldout_problems": built.heldout_problems,
+            "tokens_seen": built["tokens_seen"],
+            "pretrain_steps": built["steps"],
+            "pretrain_seconds": round(built["seconds"], 1),
+            "tokens_per_second": round(built["tokens_per_second"]),
+            "heldout_greedy_accuracy": dg.MetadataValue.float(built["heldout_greedy_accuracy"]),
+            "heldout_problems": built["heldout_problems"],
             "wall_time_s": round(time.monotonic() - started, 1),
-            "loss_curve": dg.MetadataValue.md(_loss_plot(built.loss_curve)),
-            "heldout_examples": md_table(pd.DataFrame(built.heldout_examples), max_rows=5, width=200),
+            "loss_curve": dg.MetadataValue.md(_loss_plot(built["loss_curve"])),
+            "heldout_examples": md_table(pd.DataFrame(built["heldout_examples"]), max_rows=5, width=200),
             "fingerprint": info["fingerprint"][:16],
             "model_path": dg.MetadataValue.path(info["path"]),
         }

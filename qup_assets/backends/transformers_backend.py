@@ -9,6 +9,7 @@ exactly the tables of an uninterrupted one.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from pathlib import Path
@@ -72,6 +73,9 @@ class TransformersBackend:
         self.eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         self.eos_ids.discard(None)
         self.batch_size = batch_size or (64 if self.device.startswith("cuda") else 32)
+        # Sampling takes the cache's whole chunk (64) at once, on CPU too: a decode step of a small model is
+        # mostly fixed cost, so a wider batch pays, and finished rows leave it (bench/bench_sampling.py).
+        self.sample_batch_size = batch_size or 64
         self.fingerprint = folder_fingerprint(self.model_dir)
 
     # ------------------------------------------------------------ sampling
@@ -80,7 +84,7 @@ class TransformersBackend:
         out: list[Completion] = []
         i = 0
         while i < len(requests):
-            chunk = requests[i : i + self.batch_size]
+            chunk = requests[i : i + self.sample_batch_size]
             try:
                 out.extend(self._sample_batch(chunk, params))
             except RuntimeError as e:
@@ -91,15 +95,21 @@ class TransformersBackend:
 
     def _shrink_batch_after(self, e: RuntimeError) -> None:
         """Out of memory: halve the batch size so the caller retries the same items; anything else is raised."""
-        if not _is_oom(e) or self.batch_size == 1:
+        if not _is_oom(e) or min(self.batch_size, self.sample_batch_size) == 1:
             raise e
-        self.batch_size //= 2
+        self.batch_size = max(1, self.batch_size // 2)
+        self.sample_batch_size = max(1, self.sample_batch_size // 2)
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _sample_batch(self, requests: Sequence[Request], params: SamplingParams) -> list[Completion]:
+        """Our own decode loop, so that each row's sample depends only on its own seed (prompt, sample index):
+        a resumed or re-batched run draws the same text. A row's random numbers are drawn up front from its
+        generator (one uniform per step, inverse-CDF sampling: one vectorised pick per step instead of a
+        multinomial call per row), and finished rows leave the batch (the KV cache is compacted), so a batch
+        costs its rows' own lengths rather than its longest row's on every row."""
         import torch
         from transformers import DynamicCache
 
@@ -107,36 +117,45 @@ class TransformersBackend:
         enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True, add_special_tokens=False)
         ids = enc["input_ids"].to(self.device)
         attn = enc["attention_mask"].to(self.device)
-        gens = [torch.Generator(device="cpu").manual_seed(row_seed(params.seed, r.prompt, r.sample_idx)) for r in requests]
         n = len(requests)
+        uniforms = torch.stack([
+            torch.rand(max(1, params.max_tokens), generator=torch.Generator(device="cpu").manual_seed(
+                row_seed(params.seed, r.prompt, r.sample_idx)), dtype=torch.float64)
+            for r in requests
+        ])
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         tokens: list[list[int]] = [[] for _ in range(n)]
         finish = ["length"] * n
-        done = torch.zeros(n, dtype=torch.bool)
-        pad = tok.pad_token_id
+        live = torch.arange(n)  # the original row of each row still in the batch
+        ended = torch.zeros(n, dtype=torch.bool)  # per batch row: finished, waiting to be compacted away
         eos = torch.tensor(sorted(self.eos_ids))
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True).logits[:, -1, :]
-            for _ in range(params.max_tokens):
-                nxt = self._pick(logits.float().cpu(), params, gens)
-                nxt[done] = pad
-                is_eos = torch.isin(nxt, eos) & ~done
-                for r in range(n):
-                    if done[r]:
+            # the prompt's last position only: a batch of full-prompt logits over a 152K vocabulary is gigabytes
+            keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
+                                **keep).logits[:, -1, :]
+            for step in range(params.max_tokens):
+                nxt = self._pick(logits.float().cpu(), params, uniforms[live, step])
+                is_eos = torch.isin(nxt, eos)
+                for j, r in enumerate(live.tolist()):
+                    if ended[j]:
                         continue
-                    if is_eos[r]:
-                        finish[r] = "stop"
+                    if is_eos[j]:
+                        finish[r], ended[j] = "stop", True
                         continue
-                    tokens[r].append(int(nxt[r]))
+                    tokens[r].append(int(nxt[j]))
                     if params.stop and apply_stop(tok.decode(tokens[r][-16:]), params.stop)[1]:
                         if apply_stop(tok.decode(tokens[r]), params.stop)[1]:
-                            finish[r] = "stop"
-                            done[r] = True
-                done |= is_eos
-                if bool(done.all()):
+                            finish[r], ended[j] = "stop", True
+                if bool(ended.all()) or step == params.max_tokens - 1:
                     break
-                attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
+                if int(ended.sum()) * 8 >= len(live):  # compact once an eighth of the batch has finished
+                    keep = (~ended).nonzero()[:, 0]
+                    live, nxt, attn, pos, ended = live[keep], nxt[keep], attn[keep], pos[keep], ended[keep]
+                    cache.batch_select_indices(keep.to(self.device))
+                nxt = nxt.masked_fill(ended, tok.pad_token_id)
+                attn = torch.cat([attn, torch.ones((len(live), 1), dtype=attn.dtype, device=self.device)], dim=1)
                 pos = pos[:, -1:] + 1
                 logits = self.model(
                     input_ids=nxt[:, None].to(self.device), attention_mask=attn, position_ids=pos,
@@ -150,18 +169,21 @@ class TransformersBackend:
         return out
 
     @staticmethod
-    def _pick(logits, params: SamplingParams, gens) -> "torch.Tensor":
+    def _pick(logits, params: SamplingParams, uniforms) -> "torch.Tensor":
+        """The next token per row: argmax at temperature 0, else the token where the row's uniform falls in the
+        cumulative distribution (top-p: over the smallest set of most likely tokens holding p of the mass)."""
         import torch
 
         if params.temperature <= 0:
             return logits.argmax(-1)
-        probs = torch.softmax(logits / params.temperature, dim=-1)
+        probs = torch.softmax(logits.double() / params.temperature, dim=-1)
+        order = None
         if params.top_p < 1.0:
-            sorted_p, idx = probs.sort(dim=-1, descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < params.top_p
-            sorted_p = sorted_p * keep
-            probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-        return torch.stack([torch.multinomial(probs[r], 1, generator=gens[r])[0] for r in range(len(gens))])
+            probs, order = probs.sort(dim=-1, descending=True)
+            probs = probs * (probs.cumsum(-1) - probs < params.top_p)
+        cdf = probs.cumsum(-1)
+        picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None]).clamp(max=probs.shape[-1] - 1)[:, 0]
+        return picked if order is None else order.gather(-1, picked[:, None])[:, 0]
 
     # ------------------------------------------------------------ scoring
 

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(w)
     w.set_defaults(fn="run:cmd_workspace")
 
+    wd = sub.add_parser("world", help="build the synthetic world's students and reward models once, as shipped HF folders")
+    wd.add_argument("action", choices=["status", "build"])
+    study_arg(wd)
+    wd.add_argument("--only", action="append", metavar="NAME", help="only this family's student or this reward model (repeatable)")
+    wd.add_argument("--force", action="store_true", help="rebuild even what is shipped and up to date")
+    wd.add_argument("--jobs", type=int, help="models built at once (default: one per core)")
+    wd.set_defaults(fn="world:cmd_world")
+
     wk = sub.add_parser("worker", help="a Celery worker for the distributed instance profile (runs whole runs)")
     wk.add_argument("--name", default="qup", help="worker name (the node is NAME@host; recorded on each run)")
     wk.add_argument("--concurrency", type=int, default=1, help="runs at once on this worker (one per GPU box)")

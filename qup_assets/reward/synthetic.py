@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from qup_assets.backends.prompting import render_prompt
 from qup_assets.common import problem_id, publish_dir, stable_hash
@@ -34,8 +35,13 @@ from qup_assets.study import Prompt
 from qup_assets.training.pretrain import encode_examples, pretrain
 from qup_assets.world.generator import WorldProblem, generate, textbook_steps
 from qup_assets.world.mistakes import MISTAKES, correct_chain, garble, wrong_chain
-from qup_assets.world.student import build_model, build_tokenizer
+from qup_assets.world.shipped import code_digest, copy_model, excluded_digest, find
+from qup_assets.world.student import STUDENT_CODE, build_model, build_tokenizer
 from qup_assets.world.styles import STYLES
+
+# The code that decides a synthetic RM's weights (the students' world and tokenizer, and this module).
+RM_CODE = STUDENT_CODE + ("qup_assets.reward.synthetic", "qup_assets.reward.scorers")
+TRAINING_FIELDS = ("train_problems", "train_steps", "pretrain_steps", "style_pair_share", "hidden_size", "num_layers")
 
 CORRECTNESS_AGREEMENT = 0.95
 STYLE_AGREEMENT = 0.7
@@ -197,3 +203,23 @@ def train_study_reward_model(rm, knobs: dict, exclude_ids: set[str], out_dir: Pa
     return train_reward_model(problems, out_dir, seed=0, steps=rm.train_steps, pretrain_steps=rm.pretrain_steps,
                               style_pair_share=rm.style_pair_share, hidden_size=rm.hidden_size,
                               num_layers=rm.num_layers, log=log)
+
+
+def reward_model_recipe(rm, knobs: dict, exclude_ids: set[str]) -> dict:
+    """What decides a synthetic RM's weights (its scoring settings, batch sizes and backend, do not)."""
+    return {"name": rm.name, "training": {f: getattr(rm, f) for f in TRAINING_FIELDS}, "corpus": dict(knobs),
+            "excluded_problems": excluded_digest(exclude_ids), "world_code": code_digest(RM_CODE)}
+
+
+def provide_reward_model(study: str, rm, knobs: dict, exclude_ids: set[str], out_dir: Path, log: Callable[[str], None] = print,
+                         warn: Callable[[str], None] = print) -> tuple[dict, str]:
+    """The study's synthetic RM in `out_dir`: the shipped folder when its recipe matches (`qup world build`),
+    else trained here. Returns (the RewardModelReport's fields, where it came from)."""
+    shipped, why = find(study, "reward_models", rm.name, reward_model_recipe(rm, knobs, exclude_ids))
+    if shipped:
+        copy_model(shipped, Path(out_dir))
+        log(f"reward model {rm.name}: the shipped folder {shipped.folder} (its recipe matches)")
+        return {**shipped.record, "path": str(out_dir)}, shipped.origin
+    if why:
+        warn(why)
+    return asdict(train_study_reward_model(rm, knobs, exclude_ids, Path(out_dir), log=log)), "trained in this run"

@@ -8,8 +8,9 @@ loads with AutoTokenizer and `apply_chat_template` works exactly as for a real m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
 
 from qup_assets.backends.base import Request, SamplingParams
 from qup_assets.backends.prompting import render_prompt
@@ -19,7 +20,12 @@ from qup_assets.study import Prompt
 from qup_assets.training.pretrain import encode_examples, pretrain
 from qup_assets.world.generator import generate, textbook_solution
 from qup_assets.world.mistakes import MISTAKES, wrong_chain
+from qup_assets.world.shipped import code_digest, copy_model, excluded_digest, find
 from qup_assets.world.styles import STYLES, get_style
+
+# The modules whose code decides a synthetic student's weights (a change to any of them needs `qup world build`).
+STUDENT_CODE = ("qup_assets.world.generator", "qup_assets.world.styles", "qup_assets.world.mistakes",
+                "qup_assets.world.student", "qup_assets.training.pretrain", "qup_assets.backends.prompting")
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -149,8 +155,6 @@ def build_synthetic_student(
     meets the pool for the first time in rejection sampling.
     """
     import random
-    from pathlib import Path
-
 
     seed = int(stable_hash("pretrain-corpus", family, spec.seed)[:8], 16)
     want = spec.pretrain_problems + heldout
@@ -215,3 +219,42 @@ def build_synthetic_student(
     ]
     return BuiltStudent(str(out_dir), params, stats.tokens_seen, stats.steps, stats.seconds, stats.tokens_per_second,
                         stats.loss_curve, acc, len(held), examples_out)
+
+
+# ---------------------------------------------------------------- shipped students (world/shipped.py)
+
+
+def heldout_problems(spec) -> int:
+    """Corpus problems held out of pretraining to measure the built student's greedy accuracy."""
+    return min(100, max(20, spec.pretrain_problems // 10))
+
+
+def student_recipe(spec, family: str, corpus_knobs: dict, exclude_ids: set[str]) -> dict:
+    """Everything that decides the student's weights: what a shipped folder must have been built from."""
+    return {"family": family, "spec": spec.model_dump(mode="json"), "corpus": dict(corpus_knobs),
+            "heldout": heldout_problems(spec), "prompt": Prompt().model_dump(mode="json"),
+            "excluded_problems": excluded_digest(exclude_ids), "world_code": code_digest(STUDENT_CODE)}
+
+
+def build_record(built: BuiltStudent) -> dict:
+    """What base_model shows of a build, whether it ran in this run or when the folder was shipped."""
+    return {k: v for k, v in asdict(built).items() if k != "path"}
+
+
+def provide_student(study: str, family: str, spec, corpus_knobs: dict, exclude_ids: set[str], out_dir: Path,
+                    verifier, log: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> tuple[dict, str]:
+    """The family's student in `out_dir`: the shipped folder when its recipe matches, else pretrained here.
+    Returns (the build's record, where the student came from)."""
+    recipe = student_recipe(spec, family, corpus_knobs, exclude_ids)
+    shipped, why = find(study, "students", family, recipe)
+    if shipped:
+        copy_model(shipped, Path(out_dir))
+        log(f"{family}: the shipped student {shipped.folder} (its recipe matches; built in "
+            f"{shipped.record.get('seconds', 0):.0f} s, not repeated here)")
+        return shipped.record, shipped.origin
+    if why:
+        warn(why)
+    built = build_synthetic_student(spec, family, corpus_knobs, out_dir, exclude_ids, verifier, log=log,
+                                    heldout=recipe["heldout"])
+    return build_record(built), "pretrained in this run"
+
