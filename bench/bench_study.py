@@ -78,7 +78,7 @@ STAGES = ("base_model", "reward_model", "native_samples", "checkpoints", "evalua
 
 
 def stage_of(step: str) -> str:
-    if step.endswith(("_eval", "_per_problem")):
+    if step.endswith(("_evaluation", "_eval", "_per_problem")):
         return "evaluation"
     if step.endswith("_checkpoints"):
         return "checkpoints"
@@ -100,7 +100,7 @@ def stage_seconds(home: Path) -> dict[str, float]:
         "            out.setdefault(e.step_key, 0.0); out[e.step_key] += e.timestamp - start.pop(e.step_key)\n"
         "print(json.dumps(out))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DAGSTER_HOME=str(home)),
+    res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DAGSTER_HOME=str(Path(home).resolve())),
                          capture_output=True, text=True, check=True)
     per_stage: dict[str, float] = {}
     for step, secs in json.loads(res.stdout.strip().splitlines()[-1]).items():
