@@ -4,6 +4,7 @@ import sys
 
 from qup_assets.assets.history import copy_history
 from qup_assets.assets.partitions import family_diff, sync_families
+from qup_assets.cli.world import excluded_problems, study_items
 from qup_assets.orchestration.instance import ensure_dagster_home
 from qup_assets.orchestration.stages import split_stages
 from qup_assets.plan import estimate
@@ -38,6 +39,15 @@ def cmd_plan(args) -> int:
         print(f"  per family ({len(study.families)} partitions): " + ", ".join(k.to_user_string() for k in partitioned))
     if sinks:
         print("  after all families: " + ", ".join(k.to_user_string() for k in sinks))
+    synthetic = study_items(study, excluded_problems(study)) if any(
+        f.student.kind == "synthetic" for f in study.families.values()) or any(
+        rm.kind == "synthetic" for rm in study.reward_models) else []
+    if synthetic:
+        print("\nsynthetic models (data/world, `qup world status`):")
+        for it in synthetic:
+            state = "shipped: copied, not pretrained" if it.state == "shipped" else (
+                "not shipped: pretrained in the run" if it.state == "missing" else "out of date: pretrained in the run")
+            print(f"  {it.kind[:-1]:13s} {it.name:24s} {state}")
     print("\ncompute estimate (upper bounds):")
 
     for label, value in estimate(study, study_store(store_root(), study.name)):
