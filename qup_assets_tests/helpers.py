@@ -106,8 +106,14 @@ def wait_until_serving(url: str, proc, log: Path, seconds: float, what: str) -> 
 VOLATILE = {"path", "wall_time_s"}
 
 
-def small_study_text() -> str:
-    """micro, smaller and renamed micro_small (its family keeps micro's name): a second study that runs quickly."""
+SECOND_FAMILY = ("  micro-llama:\n    student: {kind: synthetic, architecture: llama, style: llama, hidden_size: 64, "
+                 "num_layers: 2, pretrain_problems: 1000, pretrain_steps: 120}\n")
+
+
+def small_study_text(second_family: bool = False) -> str:
+    """micro, smaller and renamed micro_small (its family keeps micro's name): a second study that runs quickly.
+    `second_family`: with a second, Llama family (the distributed test's). Both students and the RM are shipped
+    in data/world/micro_small (`qup world build` over this text with the second family)."""
     from qup_assets.study import resolve_study_path
 
     text = resolve_study_path("micro").read_text()
@@ -119,7 +125,7 @@ def small_study_text() -> str:
                      ("objectives: [sft, dft]", "objectives: [sft]")]:
         assert old in text, old
         text = text.replace(old, new)
-    return text
+    return text.replace("families:\n", "families:\n" + SECOND_FAMILY) if second_family else text
 
 
 def _stable(value):

@@ -21,8 +21,6 @@ from qup_assets_tests.services import postgres_server, redis_server
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
-SECOND = ("  micro-llama:\n    student: {kind: synthetic, architecture: llama, style: llama, hidden_size: 64, "
-          "num_layers: 2, pretrain_problems: 1000, pretrain_steps: 120}\n")
 
 
 def _start_worker(name: str, env: dict, log: Path, core: int | None) -> subprocess.Popen:
@@ -85,7 +83,7 @@ def test_family_runs_spread_over_two_celery_workers_and_survive_a_killed_worker(
         home.mkdir()
         (home / "dagster.yaml").write_text((REPO / "deploy" / "distributed" / "dagster.yaml").read_text())
         study = tmp_path / "micro_small.yaml"
-        study.write_text(small_study_text().replace("families:\n", "families:\n" + SECOND))
+        study.write_text(small_study_text(second_family=True))
         env = dict(os.environ, DAGSTER_HOME=str(home), QUP_STORE=str(store), QUP_POSTGRES_URL=pg,
                    QUP_CELERY_BROKER=f"{redis}/0", QUP_CELERY_BACKEND=f"{redis}/1", QUP_STUDY=str(study))
         for k in ("DAGSTER_HOME", "QUP_STORE", "QUP_POSTGRES_URL", "QUP_CELERY_BROKER", "QUP_CELERY_BACKEND"):

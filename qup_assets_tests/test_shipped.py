@@ -17,10 +17,16 @@ SPEC = SyntheticStudent(kind="synthetic", architecture="qwen2", style="qwen", hi
                         pretrain_problems=200, pretrain_steps=30, pretrain_batch_size=16)
 
 
-@pytest.mark.parametrize("study", ["micro", "tiny"])
-def test_every_shipped_model_matches_the_current_world_code(study, capsys):
+@pytest.mark.parametrize("study", ["micro", "tiny", "micro_small"])
+def test_every_shipped_model_matches_the_current_world_code(study, capsys, tmp_path):
     """main never ships a stale world: a change to the world's code or a study's synthetic models fails here
-    until `qup world build` is run and its folders committed."""
+    until `qup world build` is run and its folders committed (micro_small, the tests' second study: with
+    its second family, `qup world build --study` over small_study_text(second_family=True))."""
+    from qup_assets_tests.helpers import small_study_text
+
+    if study == "micro_small":
+        study = str(tmp_path / "micro_small.yaml")
+        Path(study).write_text(small_study_text(second_family=True))
     code = main(["world", "status", "--study", study])
     out = capsys.readouterr().out
     assert code == 0, out
