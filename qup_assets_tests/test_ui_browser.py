@@ -171,7 +171,7 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
             runs = instance.get_runs(filters=mine)
             if len(runs) == 2 and all(r.status in done for r in runs):
                 break
-            time.sleep(5)
+            time.sleep(1)
         runs = instance.get_runs(filters=mine)
         assert {r.tags["dagster/partition"]: r.status for r in runs} == {
             "micro-qwen": dg.DagsterRunStatus.SUCCESS, "micro-mini": dg.DagsterRunStatus.SUCCESS}
@@ -184,7 +184,7 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(["micro", "paradox_report"])), limit=1).records[0]
             if latest.storage_id != report_before.storage_id:
                 break
-            time.sleep(5)
+            time.sleep(1)
         assert latest.storage_id != report_before.storage_id, "the report was not refreshed"
         t1 = pd.read_csv(ms.store / "report" / "table1.csv")
         assert set(t1["model_family"]) == {"micro-qwen", "micro-mini"}

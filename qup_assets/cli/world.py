@@ -133,8 +133,9 @@ def cmd_world(args) -> int:
             print(f"  {it.kind[:-1]:13s} {it.name:20s} shipped and up to date (--force rebuilds it)")
     if not todo:
         return 0
-    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = max(1, min(args.jobs or cores, len(todo)))
+    threads = max(1, cores // jobs)
     print(f"building {len(todo)} model(s) of study {study.name}, {jobs} at a time ({threads} torch thread(s) each)")
     started = time.monotonic()
     # Longest first (the most pretraining tokens), so the last one to start is a short one.
