@@ -79,7 +79,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	echo "UI: http://127.0.0.1:$(PORT)"; \
 	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) $$where
 
-# Each script prints ratios against a baseline measured in the same run (about 10 minutes in all here).
+# Each script prints ratios against a baseline measured in the same run (about 20 minutes in all here).
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_sampling.py

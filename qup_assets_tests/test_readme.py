@@ -9,7 +9,8 @@ import pytest
 from qup_assets.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-WRITES = {("run",), ("families", "sync"), ("store", "migrate"), ("worker",)}  # worker: runs until stopped
+WRITES = {("run",), ("families", "sync"), ("store", "migrate"), ("worker",),  # worker: runs until stopped
+          ("world", "build")}
 
 
 def readme_commands() -> list[str]:
@@ -35,7 +36,7 @@ def read_only(words: list[str]) -> bool:
 
 def test_the_readme_has_read_only_commands_to_check():
     cmds = [c for c in readme_commands() if read_only(c)]
-    assert {c[1] for c in cmds} >= {"sql", "plan", "report", "verify", "families", "run"}  # run --help
+    assert {c[1] for c in cmds} >= {"sql", "plan", "report", "verify", "families", "run", "world"}  # run --help
 
 
 @pytest.mark.slow
