@@ -76,6 +76,9 @@ class TransformersBackend:
         # Sampling takes the cache's whole chunk (64) at once, on CPU too: a decode step of a small model is
         # mostly fixed cost, so a wider batch pays, and finished rows leave it (bench/bench_sampling.py).
         self.sample_batch_size = batch_size or 64
+        # the prompt's last position only: a batch of full-prompt logits over a 152K vocabulary is gigabytes
+        self._last_logits = ({"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters
+                             else {})
         self.fingerprint = folder_fingerprint(self.model_dir)
 
     # ------------------------------------------------------------ sampling
@@ -131,10 +134,8 @@ class TransformersBackend:
         ended = torch.zeros(n, dtype=torch.bool)  # per batch row: finished, waiting to be compacted away
         eos = torch.tensor(sorted(self.eos_ids))
         with torch.inference_mode():
-            # the prompt's last position only: a batch of full-prompt logits over a 152K vocabulary is gigabytes
-            keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
             logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
-                                **keep).logits[:, -1, :]
+                                **self._last_logits).logits[:, -1, :]
             for step in range(params.max_tokens):
                 nxt = self._pick(logits.float().cpu(), params, uniforms[live, step])
                 is_eos = torch.isin(nxt, eos)

@@ -4,7 +4,7 @@ import sys
 
 from qup_assets.assets.history import copy_history
 from qup_assets.assets.partitions import family_diff, sync_families
-from qup_assets.cli.world import excluded_problems, study_items
+from qup_assets.cli.world import study_items
 from qup_assets.orchestration.instance import ensure_dagster_home
 from qup_assets.orchestration.stages import split_stages
 from qup_assets.plan import estimate
@@ -39,9 +39,7 @@ def cmd_plan(args) -> int:
         print(f"  per family ({len(study.families)} partitions): " + ", ".join(k.to_user_string() for k in partitioned))
     if sinks:
         print("  after all families: " + ", ".join(k.to_user_string() for k in sinks))
-    synthetic = study_items(study, excluded_problems(study)) if any(
-        f.student.kind == "synthetic" for f in study.families.values()) or any(
-        rm.kind == "synthetic" for rm in study.reward_models) else []
+    synthetic = study_items(study)
     if synthetic:
         print("\nsynthetic models (data/world, `qup world status`):")
         for it in synthetic:

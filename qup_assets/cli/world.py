@@ -23,7 +23,7 @@ from qup_assets.problems.sources import load_benchmarks, load_problems, world_di
 from qup_assets.reward.synthetic import reward_model_recipe, train_study_reward_model
 from qup_assets.study import load_study
 from qup_assets.world.shipped import find, location, rebuild_command, ship
-from qup_assets.world.student import build_record, build_synthetic_student, heldout_problems, student_recipe
+from qup_assets.world.student import build_record, build_synthetic_student, student_recipe
 
 
 @dataclass
@@ -52,8 +52,13 @@ def excluded_problems(study) -> set[str]:
     return set(pool["problem_id"]).union(*(set(ps.rows["problem_id"]) for ps in benches.values()))
 
 
-def study_items(study, exclude: set[str]) -> list[Item]:
-    """The study's synthetic models with their recipes and whether the shipped ones match."""
+def study_items(study, exclude: set[str] | None = None) -> list[Item]:
+    """The study's synthetic models with their recipes and whether the shipped ones match. The pool and
+    benchmarks are loaded (for `exclude`) only when there is a synthetic model: paper.yaml's are HF datasets."""
+    if not any(f.student.kind == "synthetic" for f in study.families.values()) and \
+            not any(rm.kind == "synthetic" for rm in study.reward_models):
+        return []
+    exclude = excluded_problems(study) if exclude is None else exclude
     knobs = world_difficulty(study)
     items = []
     for name, fam in study.families.items():
@@ -92,7 +97,7 @@ def _build_one(study_path: str, kind: str, name: str, threads: int) -> tuple[str
         if kind == "students":
             with _verifier(study) as verifier:
                 built = build_synthetic_student(item.spec, name, knobs, out, exclude, verifier, log=quiet,
-                                                heldout=heldout_problems(item.spec))
+                                                heldout=item.recipe["heldout"])
             record = build_record(built)
             summary = f"greedy accuracy {built.heldout_greedy_accuracy:.1%} on {built.heldout_problems} held-out problems"
         else:
@@ -108,7 +113,7 @@ def _build_one(study_path: str, kind: str, name: str, threads: int) -> tuple[str
 
 def cmd_world(args) -> int:
     study = load_study(args.study)
-    items = study_items(study, excluded_problems(study))
+    items = study_items(study)
     if args.only:
         unknown = set(args.only) - {it.name for it in items}
         if unknown:
