@@ -125,7 +125,14 @@ def small_study_text(second_family: bool = False) -> str:
                      ("objectives: [sft, dft]", "objectives: [sft]")]:
         assert old in text, old
         text = text.replace(old, new)
-    return text.replace("families:\n", "families:\n" + SECOND_FAMILY) if second_family else text
+    return with_second_family(text) if second_family else text
+
+
+def with_second_family(text: str) -> str:
+    """A study's text with the Llama family (SECOND_FAMILY) added before its own: the family that the tests add
+    to micro and run beside micro_small's. Its students are shipped in data/world/micro and micro_small."""
+    assert "families:\n" in text
+    return text.replace("families:\n", "families:\n" + SECOND_FAMILY, 1)
 
 
 def _stable(value):

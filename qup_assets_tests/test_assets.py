@@ -1,6 +1,10 @@
 """The Dagster layer: every asset described and versioned in its study's namespace, the sensor, the checks."""
 
 
+import os
+import subprocess
+import sys
+
 import dagster as dg
 
 from qup_assets.assets.partitions import family_partitions
@@ -151,3 +155,16 @@ def test_table_assets_publish_their_columns_and_tables_render_with_types(tmp_pat
     records = meta["avg_at_k"].value.records
     assert records[0].data == {"variant": "native", "avg_at_k": 0.25, "n_problems": 20}
     assert records[1].data["avg_at_k"] is None  # NaN is a missing value, not a JSON error
+
+
+def test_a_runs_torch_threads_hold_whether_torch_is_loaded_before_or_after_the_resource():
+    """The study resource sets the run's torch threads without importing torch (a report run never needs it):
+    a step that imports torch later still gets the run's count, and so does one where torch was loaded first."""
+    code = ("import sys\nfrom qup_assets.assets.resources import set_torch_threads\n"
+            "{before}set_torch_threads(1)\nloaded = 'torch' in sys.modules\nimport torch\n"
+            "print(loaded, torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    for before, loaded in (("", "False"), ("import torch; torch.set_num_threads(2)\n", "True")):
+        out = subprocess.run([sys.executable, "-c", code.format(before=before)], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out == [loaded, "1"], out

@@ -253,3 +253,36 @@ def test_picking_a_token_follows_the_distribution_and_top_p():
     freq = torch.bincount(nucleus, minlength=4) / 20000
     assert freq[2:].sum() == 0 and abs(freq[0] - 0.5 / 0.8) < 0.015  # {0, 1} hold 0.8 >= 0.75 of the mass
     assert (TransformersBackend._pick(logits[:3], SamplingParams(temperature=0.0), u[:3]) == 0).all()
+
+
+def test_a_server_that_keeps_failing_is_given_up_after_the_studys_retries_and_one_round_of_requests():
+    """`max_retries` / `retry_backoff` of an openai backend reach the client; when the server keeps answering
+    503, the call fails after those retries of the requests in flight, and the queued ones are never sent."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from qup_assets.backends.factory import open_lm
+    from qup_assets.study import Backend
+
+    hits = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            hits.append(self.path)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = Backend(kind="openai", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", model="m",
+                          max_concurrency=2, max_retries=2, retry_backoff=0.01)
+        lm = open_lm(backend, "m")
+        with pytest.raises(BackendError, match="unreachable after 3 attempts"):
+            lm.sample([Request(f"{i} + 1 =", 0) for i in range(40)], SamplingParams(max_tokens=4))
+    finally:
+        server.shutdown()
+    assert 3 <= len(hits) <= 2 * 3  # the two requests in flight, three attempts each; the other 38 never sent

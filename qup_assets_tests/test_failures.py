@@ -92,7 +92,7 @@ def _llm_oracle(ms, url: str, model: str = "m", **settings) -> None:
     text = ms.study.read_text().replace(
         "oracle: {kind: symbolic}",
         f"oracle: {{kind: llm, model: {model}, max_retries: 0{extra}, backend: {{kind: openai, base_url: '{url}', "
-        f"model: {model}, per_request_seed: false}}}}")
+        f"model: {model}, per_request_seed: false, max_retries: 2, retry_backoff: 0.2}}}}")
     assert text != ms.study.read_text()
     ms.study.write_text(text)
 
@@ -161,7 +161,7 @@ def test_an_oracle_server_that_goes_away_fails_the_asset_and_a_rerun_reuses_what
     first = OracleServer(_solutions(ms), serve_at_most=8)
     with first.running():
         _llm_oracle(ms, first.url, fail_fast_after=8)
-        # the backend retries a dropped connection with backoff, then gives up
+        # the backend retries a dropped connection with backoff (twice, 0.2 s then 0.4 s), then gives up
         assert main(["run", "--study", str(ms.study), "--select", "key:oracle_refined_traces"]) == 1
     err = _failure(capsys)
     assert f"{FAMILY}/oracle_refined: oracle unavailable:" in err and "unreachable after" in err, err[-3000:]

@@ -105,11 +105,12 @@ def test_missing_pieces_fail_clearly_and_recover_once_fixed(micro_study, monkeyp
 
     # 3. The Oracle endpoint is down: the run fails naming the endpoint, and works once it is back.
     down = original.replace("oracle: {kind: symbolic}", "oracle: {kind: llm, model: m, backend: {kind: openai, "
-                            "base_url: 'http://127.0.0.1:9/v1', model: m, per_request_seed: false}}")
+                            "base_url: 'http://127.0.0.1:9/v1', model: m, per_request_seed: false, max_retries: 1, "
+                            "retry_backoff: 0.1}}")
     ms.study.write_text(down)
     assert main(["run", "--study", str(ms.study), "--select", "key:oracle_refined_traces"]) == 1
     err = capsys.readouterr().err
-    assert "http://127.0.0.1:9/v1" in err and "unreachable after" in err, err[-2000:]
+    assert "http://127.0.0.1:9/v1" in err and "unreachable after 2 attempts" in err, err[-2000:]
     ms.study.write_text(original)
     assert main(["run", "--study", str(ms.study), "--select", "key:oracle_refined_traces"]) == 0
 

@@ -20,13 +20,18 @@ SPEC = SyntheticStudent(kind="synthetic", architecture="qwen2", style="qwen", hi
 @pytest.mark.parametrize("study", ["micro", "tiny", "micro_small"])
 def test_every_shipped_model_matches_the_current_world_code(study, capsys, tmp_path):
     """main never ships a stale world: a change to the world's code or a study's synthetic models fails here
-    until `qup world build` is run and its folders committed (micro_small, the tests' second study: with
-    its second family, `qup world build --study` over small_study_text(second_family=True))."""
-    from qup_assets_tests.helpers import small_study_text
+    until `qup world build` is run and its folders committed (for micro and micro_small: `qup world build
+    --study` over the texts below, which add the tests' Llama family)."""
+    from qup_assets.study import resolve_study_path
+    from qup_assets_tests.helpers import small_study_text, with_second_family
 
-    if study == "micro_small":
-        study = str(tmp_path / "micro_small.yaml")
-        Path(study).write_text(small_study_text(second_family=True))
+    # micro and micro_small with the Llama family the tests add (its students are shipped for both)
+    texts = {"micro": lambda: with_second_family(resolve_study_path("micro").read_text()),
+             "micro_small": lambda: small_study_text(second_family=True)}
+    if study in texts:
+        path = tmp_path / f"{study}.yaml"
+        path.write_text(texts[study]())
+        study = str(path)
     code = main(["world", "status", "--study", study])
     out = capsys.readouterr().out
     assert code == 0, out

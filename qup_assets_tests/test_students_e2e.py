@@ -14,7 +14,7 @@ import pytest
 from qup_assets import variants
 from qup_assets.cli import main
 
-from .helpers import key
+from .helpers import key, with_second_family
 
 
 def _meta(instance, name):
@@ -226,10 +226,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     ms = micro_study.copy(micro_study.root.parent / "add-family").env(monkeypatch)
     instance = dg.DagsterInstance.get()
     before = _materializations(instance)
-    ms.study.write_text(ms.study.read_text().replace(
-        "families:\n",
-        "families:\n  micro-llama:\n    student: {kind: synthetic, architecture: llama, style: llama, hidden_size: 64, "
-        "num_layers: 2, pretrain_problems: 1000, pretrain_steps: 120}\n"))  # a smaller student: a quicker test
+    ms.study.write_text(with_second_family(ms.study.read_text()))  # micro-llama: a smaller student, shipped
     assert main(["families", "sync", "--study", str(ms.study)]) == 0
     assert "added: ['micro-llama']" in capsys.readouterr().out
     assert main(["run", "--study", str(ms.study), "--family", "micro-llama"]) == 0

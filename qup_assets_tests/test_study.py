@@ -85,6 +85,8 @@ BAD = {
                            ["reward_models.0", "no vLLM path here"]),
     "engine_on_transformers": (MINIMAL + "    backend: {kind: transformers, engine: {max_model_len: 512}}\n",
                                ["engine settings are for the vllm backend"]),
+    "retries_on_a_local_engine": (MINIMAL + "    backend: {kind: transformers, max_retries: 0}\n",
+                                  ["['max_retries'] are for the openai backend"]),
     "not_yaml": ("name: [unclosed\n", ["not valid YAML"]),
     "not_mapping": ("- just\n- a list\n", ["must be a YAML mapping"]),
     "local_bad_suffix": (MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: local, path: x.csv}"), ["problems.local.path", ".jsonl"]),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qup_assets_tests.helpers import assert_same, free_port, results_of, wait_until_serving
+from qup_assets_tests.helpers import assert_same, free_port, results_of, wait_until_serving, with_second_family
 
 pytestmark = pytest.mark.browser
 
@@ -119,10 +119,6 @@ def test_ui_shows_lineage_and_the_report_in_a_browser(micro_study, tmp_path):
            log=tmp_path / "webserver.log")
 
 
-NEW_FAMILY = ("  micro-mini:\n    student: {kind: synthetic, architecture: llama, style: llama, hidden_size: 64, "
-              "num_layers: 2, pretrain_problems: 1000, pretrain_steps: 120}\n")
-
-
 @pytest.mark.slow
 def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(micro_study, tmp_path, monkeypatch):
     """What a researcher does in the UI: a family added to the study file, then Jobs, family_assets,
@@ -137,7 +133,7 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
     from qup_assets.cli import main
 
     ms = micro_study.copy(tmp_path / "ui-backfill").env(monkeypatch)
-    ms.study.write_text(ms.study.read_text().replace("families:\n", "families:\n" + NEW_FAMILY))
+    ms.study.write_text(with_second_family(ms.study.read_text()))  # micro-llama, a shipped student
     assert main(["families", "sync", "--study", str(ms.study)]) == 0
     qwen = lambda: {k: v for k, v in results_of(ms.store_root, "micro").items() if "micro-qwen" in k}  # noqa: E731
     qwen_before = qwen()
@@ -157,7 +153,7 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
         page.wait_for_timeout(2000)
         page.screenshot(path=str(tmp_path / "dialog.png"))
         dialog = page.get_by_role("dialog").inner_text()
-        assert re.search(r"\b2 partitions\b", dialog), dialog  # micro-qwen and the new micro-mini
+        assert re.search(r"\b2 partitions\b", dialog), dialog  # micro-qwen and the new micro-llama
         page.get_by_role("button", name="Launch backfill").click()
         deadline = time.monotonic() + 480
         while time.monotonic() < deadline and not instance.get_backfills():
@@ -174,10 +170,10 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
             time.sleep(1)
         runs = instance.get_runs(filters=mine)
         assert {r.tags["dagster/partition"]: r.status for r in runs} == {
-            "micro-qwen": dg.DagsterRunStatus.SUCCESS, "micro-mini": dg.DagsterRunStatus.SUCCESS}
+            "micro-qwen": dg.DagsterRunStatus.SUCCESS, "micro-llama": dg.DagsterRunStatus.SUCCESS}
         assert {r.job_name for r in runs} == {"family_assets"}
-        rows = pd.read_parquet(ms.store / "tables" / "native_eval" / "micro-mini.parquet")
-        assert len(rows) and (rows["model_family"] == "micro-mini").all()
+        rows = pd.read_parquet(ms.store / "tables" / "native_eval" / "micro-llama.parquet")
+        assert len(rows) and (rows["model_family"] == "micro-llama").all()
         assert_same(qwen(), qwen_before)  # micro-qwen re-materialized from the cache: the same numbers
         while time.monotonic() < deadline:  # the report's automation condition refreshes it
             latest = instance.fetch_materializations(
@@ -187,7 +183,7 @@ def test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report(
             time.sleep(1)
         assert latest.storage_id != report_before.storage_id, "the report was not refreshed"
         t1 = pd.read_csv(ms.store / "report" / "table1.csv")
-        assert set(t1["model_family"]) == {"micro-qwen", "micro-mini"}
+        assert set(t1["model_family"]) == {"micro-qwen", "micro-llama"}
         runs = len(instance.get_runs())
         assert main(["run", "--study", str(ms.study)]) == 0
         assert len(instance.get_runs()) == runs  # and qup run agrees: nothing is left to do

@@ -2,6 +2,7 @@
 
 
 import os
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -30,6 +31,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def set_torch_threads(n: int) -> None:
+    """torch's intra-op threads in this process. A run that never touches torch (the report, the shared tables)
+    does not pay for importing it (about a second a run): until torch is imported, OMP_NUM_THREADS, which
+    torch reads when it loads, says the same."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+
+
 class StudyResource(dg.ConfigurableResource):
     """`study` is a name under data/studies or a path; `store_dir` is the study's own folder in the store
     (QUP_STORE/studies/<name>), `store_root` is QUP_STORE."""
@@ -43,11 +54,9 @@ class StudyResource(dg.ConfigurableResource):
     _study: Study | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        import torch
-
         self._study = None  # read afresh by the run's first step, then shared by its steps
         n = self.threads_for(context.instance)
-        torch.set_num_threads(n)
+        set_torch_threads(n)
         context.log.info(f"torch threads: {n} (of {usable_cores()} cores)")
 
     def threads_for(self, instance) -> int:

@@ -51,7 +51,10 @@ def _run_accelerate(context: dg.AssetExecutionContext, job: FinetuneJob, records
     (job_dir / "accelerate.yaml").write_text(
         yaml.safe_dump(accelerate_config(training.num_processes, training.distributed, cuda)))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(job_dir / "accelerate.yaml")]
-    env = dict(os.environ)
+    import torch
+
+    # each rank its share of this run's threads (the resource set them for the run)
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, torch.get_num_threads() // training.num_processes)))
     if training.num_processes > 1 and not cuda:
         # accelerate's torchrun launcher runs the ranks on the CPU with gloo when told to (its own
         # multi-CPU launcher needs mpirun)

