@@ -1,6 +1,7 @@
 """The synthetic student's HF folder, the transformers backend and the response cache."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +287,39 @@ def test_a_server_that_keeps_failing_is_given_up_after_the_studys_retries_and_on
     finally:
         server.shutdown()
     assert 3 <= len(hits) <= 2 * 3  # the two requests in flight, three attempts each; the other 38 never sent
+
+
+MICRO_QWEN = Path(__file__).resolve().parents[1] / "data" / "world" / "micro" / "students" / "micro-qwen" / "model"
+
+
+def _qwen_base_like(tmp_path):
+    """micro's shipped student relabelled as Qwen2.5-Math base ships: tokenizer and generation_config eos
+    <|endoftext|>, while its ChatML template closes an assistant turn with <|im_end|>."""
+    import shutil
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    folder = tmp_path / "qwen-base-like"
+    shutil.copytree(MICRO_QWEN, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(folder)
+    gen = GenerationConfig.from_pretrained(folder)
+    gen.eos_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+    gen.save_pretrained(folder)
+    return folder, tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_a_base_model_on_a_chat_prompt_stops_at_its_end_of_turn_as_well_as_its_eos(tmp_path):
+    """Qwen2.5-Math's evaluation stops at <|endoftext|> and <|im_end|>: so does every local backend."""
+    from qup_assets.backends.stops import stop_token_ids
+
+    folder, endoftext, im_end = _qwen_base_like(tmp_path)
+    lm = TransformersBackend(folder)
+    assert lm.tokenizer.eos_token_id == endoftext != im_end
+    assert stop_token_ids(lm.tokenizer, lm.model.generation_config) == sorted({endoftext, im_end})
+    assert lm.eos_ids == {endoftext, im_end}
+    # a greedy chat answer ends at <|im_end|> (the student was pretrained on it), not at max_tokens
+    prompt = render_prompt(lm.tokenizer, Prompt(), "Ava has 2 coins. Then Ava buys 3 more coins. How many?")
+    out = lm.sample([Request(prompt)], SamplingParams(temperature=0.0, max_tokens=200))[0]
+    assert out.finish_reason == "stop" and "<|im_end|>" not in out.text

@@ -36,6 +36,17 @@ def test_one_correct_trace_per_solvable_problem_chosen_by_seed(verifier):
     assert len(set(picks.values())) > 1  # the seed, not the position, decides
 
 
+def test_a_correct_answer_in_a_sample_cut_at_max_tokens_is_never_a_trace(verifier):
+    """A sample that hit max_tokens had not stopped, whatever it wrote before the cut: p3's only uncut correct
+    sample is its trace, and p1, whose correct samples were all cut, has none; both counted."""
+    samples, problems = _samples()
+    cut = (samples["problem_id"] == "p1") | ((samples["problem_id"] == "p3") & (samples["sample_idx"] == 2))
+    samples.loc[cut, "finish_reason"] = "length"
+    traces, stats = select_traces(samples, problems, {"p1": "P1", "p3": "P3"}, seed=0, verifier=verifier)
+    assert list(traces["problem_id"]) == ["p3"] and list(traces["sample_idx"]) == [0]
+    assert stats["cut_at_max_tokens"] == 3 + 1
+
+
 def test_sampling_summary():
     samples, _ = _samples()
     s = sampling_summary(samples, 4)

@@ -202,6 +202,63 @@ def test_the_accelerate_configuration_is_what_accelerate_launch_reads(strategy, 
     assert one["distributed_type"] == "NO" and one["mixed_precision"] == "no"
 
 
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_paper_training_arguments_pass_the_checks_transformers_runs_on_gpus(strategy, tmp_path, monkeypatch):
+    """paper.yaml's training as one rank of `accelerate launch` on 8 GPUs sees it: accelerate's own parser and
+    environment, its FSDP plugin, and the SFTConfig the job builds with CUDA. Trainer refuses FSDP's activation
+    checkpointing beside gradient_checkpointing (TRL's default) with a ValueError on every rank; on a CPU
+    accelerate drops FSDP, so this builds both halves here and applies that check itself."""
+    import yaml
+    from accelerate import FullyShardedDataParallelPlugin
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    from qup_assets.study import load_study
+    from qup_assets.training.finetune import FinetuneJob, sft_config
+    from qup_assets.training.launch import accelerate_config
+
+    training = load_study("paper").training
+    distributed = training.distributed.model_copy(update={"strategy": strategy})
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(accelerate_config(training.num_processes, distributed, cuda=True)))
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "qup_assets.training.launch", "x"])
+    args, _, _ = _validate_launch_command(args)
+    for k, v in prepare_multi_gpu_env(args).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("WORLD_SIZE", str(training.num_processes))
+    monkeypatch.setattr("transformers.training_args.is_torch_bf16_gpu_available", lambda: True)
+    job = FinetuneJob(base_model="m", out_dir=str(tmp_path / "out"), objective="dft", lr=training.lr,
+                      batch_size=training.batch_size, micro_batch_size=training.micro_batch_size,
+                      epochs=training.epochs, max_length=training.max_length, seed=0)
+    cfg = sft_config(job, str(tmp_path / "work"), world_size=training.num_processes, cuda=True)
+    assert cfg.bf16 and not cfg.use_cpu and cfg.loss_type == "dft"
+    assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * training.num_processes == 256
+    if strategy == "fsdp":
+        # the settings a CPU cannot build the plugin with (it initialises parameters on the GPU)
+        monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "false")
+        monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.activation_checkpointing  # paper.yaml: FSDP recomputes the activations...
+        assert not cfg.gradient_checkpointing  # ...so the trainer must not (transformers' ValueError otherwise)
+    else:
+        assert cfg.gradient_checkpointing  # without FSDP, gradient checkpointing recomputes them
+
+
+def test_a_bf16_model_folder_is_trained_in_float32(tiny_model_dir, tmp_path):
+    """Qwen2.5-Math ships bf16 weights. AdamW must update float32 copies (bf16 only as autocast compute on a
+    GPU): at lr 5e-5 most updates are below bf16's resolution of a weight and would be lost."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bf16 = tmp_path / "bf16-student"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(bf16)
+    ids, problems, comps, _ = synthetic_traces(4)
+    data = build_training_set(_tok(bf16), Prompt(), ids, problems, comps, 512)
+    trainer = build_trainer(_job(bf16, tmp_path / "out", lr=5e-5), data.records, log=lambda m: None)
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+
+
 def test_bad_distributed_settings_fail_at_load(tmp_path):
     from qup_assets.study import Distributed, Training
 

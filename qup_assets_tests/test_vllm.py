@@ -78,6 +78,7 @@ def test_vllm_samples_with_finish_reasons(engine, prompts):
 def test_vllm_and_transformers_agree(engine, prompts, tiny_model_dir):
     """Greedy text and token log-probs agree between the two backends (fp32, tolerance 2e-3 per token)."""
     hf = TransformersBackend(tiny_model_dir)
+    assert engine.stop_ids == sorted(hf.eos_ids)  # the same stop tokens (backends/stops.py)
     greedy = SamplingParams(temperature=0.0, max_tokens=30)
     v_text = [c.text for c in engine.sample([Request(p) for p in prompts], greedy)]
     h_text = [c.text for c in hf.sample([Request(p) for p in prompts], greedy)]

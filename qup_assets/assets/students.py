@@ -192,6 +192,8 @@ def native_traces(context: dg.AssetExecutionContext, study: StudyResource, probl
             "solvable_fraction": dg.MetadataValue.float(len(traces) / max(1, len(problem_pool))),
             "cleaned_changed": stats["cleaned_changed"],
             "cleaning_reverted": stats["cleaning_reverted"],
+            # verified answers in samples that never stopped (max_tokens): rejected as traces
+            "rejected_cut_at_max_tokens": stats["cut_at_max_tokens"],
             "mean_tokens": float(traces["n_tokens"].mean()),
             "sample": md_table(traces[["problem_id", "completion", "answer"]], max_rows=4, width=300),
         }

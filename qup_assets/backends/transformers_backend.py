@@ -26,6 +26,7 @@ from qup_assets.backends.base import (
     row_seed,
 )
 from qup_assets.backends.fingerprint import folder_fingerprint
+from qup_assets.backends.stops import stop_token_ids
 
 if TYPE_CHECKING:
     import torch
@@ -68,10 +69,7 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.eos_ids = {self.tokenizer.eos_token_id}
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        self.eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        self.eos_ids.discard(None)
+        self.eos_ids = set(stop_token_ids(self.tokenizer, self.model.generation_config))
         self.batch_size = batch_size or (64 if self.device.startswith("cuda") else 32)
         # Sampling takes the cache's whole chunk (64) at once, on CPU too: a decode step of a small model is
         # mostly fixed cost, so a wider batch pays, and finished rows leave it (bench/bench_sampling.py).

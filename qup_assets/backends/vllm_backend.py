@@ -14,6 +14,7 @@ from typing import Sequence
 
 from qup_assets.backends.base import BackendError, Completion, ProgressFn, Request, SamplingParams, TokenLogprobs
 from qup_assets.backends.fingerprint import folder_fingerprint
+from qup_assets.backends.stops import stop_token_ids
 
 
 def open_llm(model_dir: str | Path, dtype: str = "auto", **kwargs):
@@ -37,6 +38,17 @@ def open_llm(model_dir: str | Path, dtype: str = "auto", **kwargs):
     return LLM(model=str(model_dir), dtype=dtype, enable_prefix_caching=False, **kwargs)
 
 
+def _stop_ids(model_dir: str, tokenizer, trust_remote_code: bool) -> list[int]:
+    """The same stop ids as the transformers backend (backends/stops.py), from the folder's generation_config."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except OSError:  # no generation_config.json: the tokenizer and its template decide
+        gen = None
+    return stop_token_ids(tokenizer, gen)
+
+
 class VLLMBackend:
     def __init__(self, model_dir: str | Path, seed: int = 0, trust_remote_code: bool = False, dtype: str = "auto",
                  max_model_len: int | None = None, prompts_per_call: int = 4096, **engine_kwargs):
@@ -48,6 +60,7 @@ class VLLMBackend:
         self.llm = open_llm(self.model_dir, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
                             max_model_len=max_model_len, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.stop_ids = _stop_ids(self.model_dir, self.tokenizer, trust_remote_code)
         self.fingerprint = folder_fingerprint(self.model_dir)
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -58,7 +71,7 @@ class VLLMBackend:
         from vllm import TokensPrompt
 
         sp = VSP(n=1, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
-                 stop=list(params.stop) or None)
+                 stop=list(params.stop) or None, stop_token_ids=self.stop_ids)
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in self._ids([r.prompt for r in requests])]
         outs = self.llm.generate(prompts, sp, use_tqdm=False)
         result = []

@@ -90,15 +90,19 @@ def select_traces(samples: pd.DataFrame, problems: pd.DataFrame, prompts: dict[s
                   verifier: VerifierPool) -> tuple[pd.DataFrame, dict]:
     """One correct trace per solvable problem, chosen by a seeded hash (not by position or length).
 
+    A sample cut at max_tokens is never a trace, even when an answer it wrote before the cut verifies: the
+    model had not stopped, and training on it would teach the student to run on (counted in the stats).
     A cleaned trace must still verify; if cleaning broke it, the raw completion is kept instead.
     """
-    correct = samples[samples["correct"]].copy()
+    cut = samples["finish_reason"] == "length" if "finish_reason" in samples else False
+    correct = samples[samples["correct"] & ~cut].copy()
     correct["rank"] = [stable_hash("pick", seed, p, int(i)) for p, i in zip(correct["problem_id"], correct["sample_idx"])]
     chosen = correct.sort_values(["problem_id", "rank"]).groupby("problem_id", sort=True).head(1)
     answers = problems.set_index("problem_id")["answer"]
     completions, cleaned, checks = clean_verified(chosen["completion"], [answers[p] for p in chosen["problem_id"]],
                                                   verifier)
     stats = {
+        "cut_at_max_tokens": int((samples["correct"] & cut).sum()),
         "cleaned_changed": int(sum(c != raw for c, raw in zip(cleaned, chosen["completion"]))),
         "cleaning_reverted": int(sum(not r.correct for r in checks)),
     }

@@ -148,12 +148,25 @@ def _lora_config(lora: dict):
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
-    """TRL's SFTConfig for a job: DFT is `loss_type="dft"`, the loss is on completions only."""
+def fsdp_recomputes_activations() -> bool:
+    """Whether `accelerate launch` runs this process under FSDP with its own activation checkpointing (the
+    launcher's environment, as accelerate's FullyShardedDataParallelPlugin reads it)."""
+    on = lambda name: os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")  # noqa: E731
+    return on("ACCELERATE_USE_FSDP") and on("FSDP_ACTIVATION_CHECKPOINTING")
+
+
+def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1, cuda: bool | None = None):
+    """TRL's SFTConfig for a job: DFT is `loss_type="dft"`, the loss is on completions only.
+
+    On a GPU: bf16 compute over float32 weights and optimizer state (build_trainer loads them in float32),
+    activations recomputed in the backward pass, by FSDP when it shards the model (transformers refuses
+    gradient_checkpointing beside FSDP's activation_checkpointing; TRL turns it on by default), else by
+    gradient checkpointing. On a CPU neither: the tiny students fit, and recomputing costs time.
+    """
     import torch
     from trl import SFTConfig
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     micro = min(job.micro_batch_size, max(1, job.batch_size // world_size))  # per device
     return SFTConfig(
         output_dir=output_dir,
@@ -178,7 +191,8 @@ def sft_config(job: FinetuneJob, output_dir: str, world_size: int = 1):
         report_to="none",
         disable_tqdm=True,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=cuda and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported()),
+        gradient_checkpointing=cuda and not fsdp_recomputes_activations(),
         dataloader_num_workers=0,
     )
 
@@ -197,8 +211,10 @@ def build_trainer(job: FinetuneJob, records: list[dict], log: Callable[[str], No
     disable_progress_bars()  # datasets' map bars; Progress reports to the run log instead
     set_seed(job.seed)
     tok = AutoTokenizer.from_pretrained(job.base_model, trust_remote_code=job.trust_remote_code)
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=dtype, trust_remote_code=job.trust_remote_code)
+    # float32 weights (and so gradients and AdamW state) everywhere: in bf16, an update below 2^-8 of a weight
+    # is lost (lr 5e-5); on a GPU the forward and backward run in bf16 under autocast (sft_config's bf16)
+    model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32,
+                                                 trust_remote_code=job.trust_remote_code)
 
     class Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
