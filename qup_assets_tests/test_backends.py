@@ -323,3 +323,25 @@ def test_a_base_model_on_a_chat_prompt_stops_at_its_end_of_turn_as_well_as_its_e
     prompt = render_prompt(lm.tokenizer, Prompt(), "Ava has 2 coins. Then Ava buys 3 more coins. How many?")
     out = lm.sample([Request(prompt)], SamplingParams(temperature=0.0, max_tokens=200))[0]
     assert out.finish_reason == "stop" and "<|im_end|>" not in out.text
+
+
+def test_prompts_longer_than_the_studys_budget_are_refused_before_the_engine_opens(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    """evaluate_model renders and measures the prompts first: a benchmark item longer than max_prompt_tokens
+    fails with the items and the setting to change, and no engine is opened for it."""
+    import pandas as pd
+
+    from qup_assets.backends.context import PromptTooLong
+    from qup_assets.evaluation import evaluate as evaluate_module
+    from qup_assets.study import Evaluation, Family
+
+    opened = []
+    monkeypatch.setattr(evaluate_module, "open_backend", lambda *a, **k: opened.append(a))
+    bench = pd.DataFrame({"benchmark": "b", "problem_id": ["short", "long"], "answer": ["2", "3"],
+                          "problem": ["What is 1 + 1?", "What is " + " + ".join(["1"] * 200) + "?"]})
+    family = Family.model_validate({"student": {"kind": "hf", "model": str(tiny_model_dir)}})
+    with pytest.raises(PromptTooLong, match=r"1 of 2 benchmark prompts are longer than max_prompt_tokens 64 "
+                                            r"\(longest: long \(\d+\)\): raise max_prompt_tokens"):
+        evaluate_module.evaluate_model("f", family, str(tiny_model_dir), bench, Evaluation(k=1), tmp_path, None,
+                                       max_prompt_tokens=64)
+    assert not opened

@@ -27,7 +27,8 @@ def test_paper_defaults_follow_the_paper():
     s = load_study("paper")
     assert (s.sampling.n, s.sampling.temperature) == (8, 1.0)
     assert (s.training.lr, s.training.batch_size, s.training.epochs) == (5e-5, 256, 1)
-    assert (s.evaluation.k, s.evaluation.temperature, s.evaluation.max_tokens) == (16, 1.0, 4096)
+    assert (s.evaluation.k, s.evaluation.temperature) == (16, 1.0)
+    assert s.evaluation.max_tokens + s.max_prompt_tokens == 4096  # the paper's 4096 tokens: prompt and answer
     assert set(s.families) == {"qwen2.5-math-1.5b", "qwen2.5-math-7b", "llama-3.2-3b", "deepseekmath-7b"}
     assert {b.name for b in s.benchmarks} == {"math500", "minerva-math", "aime24", "amc23", "olympiadbench"}
     assert s.training.grid.lr == [2e-5, 5e-5] and s.training.grid.batch_size == [128, 256]
@@ -87,6 +88,15 @@ BAD = {
                                ["engine settings are for the vllm backend"]),
     "retries_on_a_local_engine": (MINIMAL + "    backend: {kind: transformers, max_retries: 0}\n",
                                   ["['max_retries'] are for the openai backend"]),
+    "answer_beyond_the_context": (
+        MINIMAL + "    backend: {kind: vllm, engine: {max_model_len: 2048}}\nsampling: {max_tokens: 1536}\n",
+        ["sampling.max_tokens 1536 + max_prompt_tokens 1024 = 2560 tokens do not fit",
+         "families.fam-a.backend.engine.max_model_len 2048", "lower sampling.max_tokens to 1024"]),
+    "oracle_answer_beyond_its_context": (
+        MINIMAL + "oracle: {kind: llm, model: o, max_model_len: 4096, max_tokens: 4096, backend: {kind: openai, "
+                  "base_url: 'http://o/v1'}}\n",
+        ["oracle.max_tokens 4096", "do not fit its context of 4096 (oracle.max_model_len)",
+         "lower oracle.max_tokens to 1024"]),
     "not_yaml": ("name: [unclosed\n", ["not valid YAML"]),
     "not_mapping": ("- just\n- a list\n", ["must be a YAML mapping"]),
     "local_bad_suffix": (MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: local, path: x.csv}"), ["problems.local.path", ".jsonl"]),

@@ -30,7 +30,8 @@ def _evaluate(context: dg.AssetExecutionContext, study: StudyResource, s: Study,
     with study.verifier(s) as verifier:
         try:
             return evaluate_model(family, study.family(s, family), model_path, benchmarks, s.evaluation,
-                                  study.cache_dir, verifier, label=label, log=context.log.info)
+                                  study.cache_dir, verifier, label=label, log=context.log.info,
+                                  max_prompt_tokens=s.max_prompt_tokens)
         except BackendError as e:
             raise dg.Failure(description=f"{family}/{label}: {e}") from None
 

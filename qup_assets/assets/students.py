@@ -10,6 +10,7 @@ from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
 from qup_assets.backends.base import BackendError, SamplingParams
 from qup_assets.backends.cache import ResponseCache
+from qup_assets.backends.context import check_prompt_tokens
 from qup_assets.backends.factory import load_tokenizer, open_backend
 from qup_assets.backends.hub import describe_model, resolve_model
 from qup_assets.backends.prompting import render_prompt
@@ -136,11 +137,13 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
     s = study.load()
     name = context.partition_key
     fam = study.family(s, name)
+    prompts = _prompts(study, name, base_model, problem_pool)
     try:
+        tok = load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
+        longest = check_prompt_tokens(tok, prompts, list(problem_pool["problem_id"]), s.max_prompt_tokens, "pool")
         lm = open_backend(fam, study.model_path(base_model), seed=s.sampling.seed)
     except BackendError as e:
         raise dg.Failure(description=str(e)) from None
-    prompts = _prompts(study, name, base_model, problem_pool)
     sp = s.sampling
     params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=sp.seed)
     started = time.monotonic()
@@ -158,6 +161,7 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
             "solvable_fraction": dg.MetadataValue.float(summary["solvable_problems"] / max(1, summary["problems"])),
             "cache_hits": hits,
             "generated": misses,
+            "longest_prompt_tokens": longest,
             "wall_time_s": round(time.monotonic() - started, 1),
             "verdicts": md_table(df["verdict"].value_counts().rename_axis("verdict").reset_index(), max_rows=10),
             "sample": md_table(df[["problem_id", "sample_idx", "completion", "extracted_answer", "verdict"]], max_rows=6, width=160),

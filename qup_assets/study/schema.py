@@ -113,6 +113,9 @@ class Oracle(_Strict):
     # `min_verified_share` of them verified (a wrong prompt, chat template, model or max_tokens), before the
     # Oracle spends its hours on the rest. What was rewritten stays cached, so a fixed configuration resumes.
     fail_fast_after: int = Field(64, ge=1)
+    # the context of the Oracle's model (an openai server's --max-model-len; a vllm backend's engine says its
+    # own): its prompt holds the problem and the student's whole trace, and its answer follows
+    max_model_len: int | None = Field(None, gt=0)
     min_verified_share: float = Field(0.2, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -274,6 +277,34 @@ class Study(_Strict):
     # in_process: a run's steps share its run worker process (cheap, right for CPU); multiprocess: every
     # step in a process of its own, so a step's engine and GPU memory are gone when it ends (GPUs).
     executor: Literal["in_process", "multiprocess"] = "in_process"
+    # Tokens a rendered prompt (template + problem) may take: checked when prompts are rendered, and here
+    # against every engine's context, so that max_tokens always fits beside the longest prompt.
+    max_prompt_tokens: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _fits_context(self):
+        """Each engine's context holds its longest prompt and its answer: an engine that cannot fit them
+        refuses every request (a server answers 400) or stops mid-answer, hours into a run."""
+        prompt = self.max_prompt_tokens
+        need = {"sampling.max_tokens": self.sampling.max_tokens, "evaluation.max_tokens": self.evaluation.max_tokens}
+        for name, fam in self.families.items():
+            ctx = fam.backend.engine.max_model_len if fam.backend.kind == "vllm" else None
+            for setting, n in need.items():
+                if ctx and prompt + n > ctx:
+                    raise ValueError(
+                        f"{setting} {n} + max_prompt_tokens {prompt} = {prompt + n} tokens do not fit "
+                        f"families.{name}.backend.engine.max_model_len {ctx}: lower {setting} to {ctx - prompt} "
+                        "(or max_prompt_tokens), or raise max_model_len if the model allows it")
+        o = self.oracle
+        ctx = o.max_model_len or (o.backend.engine.max_model_len if o.backend and o.backend.kind == "vllm" else None)
+        total = prompt + self.sampling.max_tokens + o.max_tokens
+        if o.kind == "llm" and ctx and total > ctx:
+            raise ValueError(
+                f"the Oracle's prompt (max_prompt_tokens {prompt} + a trace of up to sampling.max_tokens "
+                f"{self.sampling.max_tokens}) and its answer (oracle.max_tokens {o.max_tokens}) = {total} tokens do "
+                f"not fit its context of {ctx} (oracle.max_model_len): lower oracle.max_tokens to "
+                f"{max(0, ctx - prompt - self.sampling.max_tokens)} or sampling.max_tokens, or serve a longer context")
+        return self
 
     @field_validator("name")
     @classmethod
