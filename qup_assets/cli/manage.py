@@ -2,6 +2,7 @@
 
 import sys
 
+from qup_assets import memory
 from qup_assets.assets.history import copy_history
 from qup_assets.assets.partitions import family_diff, sync_families
 from qup_assets.cli.world import study_items
@@ -50,7 +51,13 @@ def cmd_plan(args) -> int:
 
     for label, value in estimate(study, study_store(store_root(), study.name)):
         print(f"  {label:58s} {value:>22s}" if len(value) <= 22 else f"  {label}\n      {value}")
-    return 0
+    rows, problems = memory.check(study, memory.local_folders(study))
+    print("\nGPU memory (qup_assets/memory.py; per GPU, estimates on the high side):")
+    for label, value in rows:
+        print(f"  {label}\n      {value}" if value else f"  {label}")
+    for p in problems:
+        print(f"  DOES NOT FIT: {p}")
+    return 1 if problems else 0
 
 
 def cmd_families(args) -> int:

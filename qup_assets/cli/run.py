@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from qup_assets import memory
 from qup_assets.assets.partitions import sync_families
 from qup_assets.orchestration.daemon import workspace_file
 from qup_assets.orchestration.instance import InstanceError, check_instance, ensure_dagster_home
@@ -59,6 +60,11 @@ def cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not _namespace_ok(study):
+        return 2
+    _, too_big = memory.check(study, memory.local_folders(study))
+    for problem in too_big:  # a GPU study that cannot fit its hardware: refused before anything is launched
+        print(f"error: {problem} (qup plan --study {study.name} shows the sums)", file=sys.stderr)
+    if too_big:
         return 2
     instance = dg.DagsterInstance.get()
     added = sync_families(study, instance)

@@ -10,6 +10,7 @@ from qup_assets.study.schema import (
     Evaluation,
     FieldMap,
     Grid,
+    Hardware,
     HFSource,
     LocalSource,
     Lora,
@@ -26,6 +27,6 @@ from qup_assets.study.schema import (
 __all__ = [
     "DEFAULT_STUDY", "REPO_ROOT", "STUDIES_DIR", "StudyError", "PLAIN_TEMPLATES", "Backend", "Engine", "Family",
     "HFStudent", "Prompt", "SyntheticStudent", "load_study", "resolve_study_path", "store_root", "Benchmark",
-    "Distributed", "Evaluation", "FieldMap", "Grid", "HFSource", "LocalSource", "Lora", "Oracle", "RewardModel",
+    "Distributed", "Evaluation", "FieldMap", "Grid", "Hardware", "HFSource", "LocalSource", "Lora", "Oracle", "RewardModel",
     "Sampling", "Source", "Study", "SyntheticSource", "Training", "Verification",
 ]

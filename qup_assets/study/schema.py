@@ -260,6 +260,13 @@ class Verification(_Strict):
     answer_formats: AnswerFormats = "standard"
 
 
+class Hardware(_Strict):
+    """The GPUs a study is sized for (qup_assets/memory.py checks training and engines against them)."""
+
+    gpu_memory_gb: float = Field(80.0, gt=0)
+    gpus_per_node: int = Field(8, gt=0)
+
+
 class Study(_Strict):
     name: str
     description: str = ""
@@ -277,6 +284,8 @@ class Study(_Strict):
     # in_process: a run's steps share its run worker process (cheap, right for CPU); multiprocess: every
     # step in a process of its own, so a step's engine and GPU memory are gone when it ends (GPUs).
     executor: Literal["in_process", "multiprocess"] = "in_process"
+    # The GPUs it runs on; none for a CPU study. `qup plan` and `qup run` check its memory against them.
+    hardware: Hardware | None = None
     # Tokens a rendered prompt (template + problem) may take: checked when prompts are rendered, and here
     # against every engine's context, so that max_tokens always fits beside the longest prompt.
     max_prompt_tokens: int = Field(1024, gt=0)
