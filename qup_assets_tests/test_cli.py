@@ -74,8 +74,8 @@ def test_plan_sizes_the_paper_study(isolated, capsys):
     # evaluation is sized before the benchmarks are on disk: 500 + 272 + 30 + 40 + 675 published items
     assert re.search(r"benchmark items \(published sizes\) +1,517", out)
     assert re.search(r"eval samples .* 4,757,312", out)  # (1 + 48) x 1,517 x k=16 x 4 families
-    # H100 hours: 8 x 100K samples x 4096 tokens at 3.7k tokens/s for the 1.5B model; 7B scales by 7/1.5
-    assert "qwen2.5-math-1.5b (1.5B)\n      sampling 246 h" in out and "qwen2.5-math-7b (7B)\n      sampling 1,148 h" in out
+    # H100 hours: 8 x 100K samples x 1536 tokens at 3.7k tokens/s for the 1.5B model; 7B scales by 7/1.5
+    assert "qwen2.5-math-1.5b (1.5B)\n      sampling 92 h" in out and "qwen2.5-math-7b (7B)\n      sampling 431 h" in out
     assert re.search(r"all stages, all families +[\d,]+ h", out)
 
 
