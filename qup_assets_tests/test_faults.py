@@ -19,9 +19,15 @@ from qup_assets.cli import main
 from .helpers import key
 
 
-def _run(ms, *args) -> subprocess.Popen:
+def _run(ms, *args, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`qup run` in a subprocess; `sigint_ignored`: started as a background job of a non-interactive shell is
+    (`qup run ... &`: SIGINT ignored from the start, inherited across exec)."""
+    import signal
+
     cmd = [sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), *args]
-    return subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    return subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=ignore)
 
 
 @pytest.mark.slow
@@ -150,7 +156,8 @@ def test_ctrl_c_cancels_the_runs_qup_run_launched(micro_study, monkeypatch):
     # the signal comes; the test waits for the step's first cached chunk (proof that sampling is under way).
     ms.study.write_text(ms.study.read_text().replace("sampling: {n: 4,", "sampling: {n: 400,"))
     shutil.rmtree(ms.store / "cache")
-    proc = _run(ms, "--select", "key:native_samples")
+    # started as `qup run ... &` from a script would be: SIGINT ignored from the start; qup must honour it anyway
+    proc = _run(ms, "--select", "key:native_samples", sigint_ignored=True)
     instance = dg.DagsterInstance.get()
     started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
     deadline = time.monotonic() + 240

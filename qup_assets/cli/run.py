@@ -48,10 +48,15 @@ def _resolve_selection(study: Study, defs, select: str | None) -> list:
 
 
 def cmd_run(args) -> int:
+    import signal
+
     import dagster as dg
 
     from qup_assets.definitions import build_definitions
 
+    # Ctrl-C (SIGINT) cancels the launched runs, even when this process inherited SIGINT ignored: a command
+    # started in the background by a non-interactive shell (`qup run ... &`), or by a parent that ignores it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     study = load_study(args.study)
     home = ensure_dagster_home()
     try:
