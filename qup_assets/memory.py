@@ -47,16 +47,20 @@ PUBLISHED = {
 
 
 def shape_of(folder: Path | None, model_id: str | None) -> Shape | None:
-    """The model's shape from its local folder's config.json, else the published one, else None."""
+    """The model's shape from its local folder's config.json, else the published one, else None (also when
+    the folder's parameter count is unknown: no safetensors, not a published model)."""
+    published = PUBLISHED.get(model_id or "")
     if folder is not None and (Path(folder) / "config.json").is_file():
         c = json.loads((Path(folder) / "config.json").read_text())
         c = c.get("text_config", c)
         heads = c.get("num_attention_heads") or 1
         hidden = c["hidden_size"]
-        params = model_size(Path(folder))[1] or PUBLISHED.get(model_id or "", Shape(0, 0, 0, 0, 0, 0, 0)).params
+        params = model_size(Path(folder))[1] or (published.params if published else None)
+        if params is None:
+            return None
         return Shape(float(params), hidden, c["num_hidden_layers"], c["vocab_size"], c.get("num_key_value_heads") or heads,
                      c.get("head_dim") or hidden // heads, c.get("max_position_embeddings") or 0)
-    return PUBLISHED.get(model_id or "")
+    return published
 
 
 def local_folders(study: Study):

@@ -115,9 +115,11 @@ def _check_prompt(name: str, fam, model_path) -> None:
         raise dg.Failure(description=f"family {name}: {e}") from None
 
 
-def _prompts(study: StudyResource, family_name: str, base_model: dict, problems: pd.DataFrame) -> list[str]:
+def _prompts(study: StudyResource, family_name: str, base_model: dict, problems: pd.DataFrame,
+             tok=None) -> list[str]:
+    """The family's prompt for each problem, rendered with the base model's tokenizer (`tok`, if already loaded)."""
     fam = study.family(study.load(), family_name)
-    tok = load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
+    tok = tok or load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
     return [render_prompt(tok, fam.prompt, p) for p in problems["problem"]]
 
 
@@ -137,9 +139,9 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
     s = study.load()
     name = context.partition_key
     fam = study.family(s, name)
-    prompts = _prompts(study, name, base_model, problem_pool)
+    tok = load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
+    prompts = _prompts(study, name, base_model, problem_pool, tok)
     try:
-        tok = load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
         longest = check_prompt_tokens(tok, prompts, list(problem_pool["problem_id"]), s.max_prompt_tokens, "pool")
         lm = open_backend(fam, study.model_path(base_model), seed=s.sampling.seed)
     except BackendError as e:
