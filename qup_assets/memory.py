@@ -154,11 +154,13 @@ def check(study: Study, model_dir=lambda family: None) -> tuple[list[tuple[str, 
         if shape is None or rm.kind == "synthetic":
             continue
         need = 2 * shape.params / GB
-        where = (f"vLLM, tensor parallel {rm.engine.tensor_parallel_size or 1}" if rm.backend == "vllm"
-                 else f"transformers, device_map over {hw.gpus_per_node} GPUs")
-        per_gpu = need / ((rm.engine.tensor_parallel_size or 1) if rm.backend == "vllm" else hw.gpus_per_node)
+        tp = (rm.engine.tensor_parallel_size or 1) if rm.backend == "vllm" else 1
+        where = f"vLLM, tensor parallel {tp}" if rm.backend == "vllm" else "transformers, on the one GPU it is given"
+        per_gpu = need / tp
         rows.append((f"  reward model {rm.name} ({where})", f"bf16 weights {need:.0f} GB, {per_gpu:.1f} GB per GPU"))
-        if rm.backend == "vllm" and per_gpu + 2.0 > cap:
+        if per_gpu + 2.0 > cap:
             problems.append(f"reward model {rm.name}: {per_gpu:.0f} GB of weights per GPU do not fit "
-                            f"hardware.gpu_memory_gb {cap:g}: raise its engine.tensor_parallel_size")
+                            f"hardware.gpu_memory_gb {cap:g}: " + ("raise its engine.tensor_parallel_size"
+                            if rm.backend == "vllm" else "score it through vLLM (backend: vllm) with "
+                            "engine.tensor_parallel_size"))
     return rows, problems

@@ -118,7 +118,8 @@ def test_the_run_pod_gets_the_gpus_shared_memory_tolerations_and_the_store(tmp_p
     pod = job.spec.template.spec
     (container,) = pod.containers
     assert container.image == f"registry.example.com/qup:{PYPROJECT['project']['version']}"
-    assert int(container.resources.limits["nvidia.com/gpu"]) == load_study("paper").training.num_processes
+    # a whole node's GPUs (the Oracle has its own node there, so the study's steps may lease all of them)
+    assert int(container.resources.limits["nvidia.com/gpu"]) == load_study("paper").hardware.gpus_per_node
     mounts = {m.mount_path: m.name for m in container.volume_mounts}
     volumes = {v.name: v for v in pod.volumes}
     assert volumes[mounts["/dev/shm"]].empty_dir.medium == "Memory"

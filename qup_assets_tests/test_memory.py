@@ -7,12 +7,13 @@ from qup_assets.study import load_study
 
 
 def test_paper_fits_one_node_of_eight_80gb_gpus():
+    """Four of the eight GPUs are the Oracle's server's (hardware.oracle_gpus): training shards over the other four."""
     study = load_study("paper")
     rows, problems = memory.check(study)
     assert problems == []
     text = "\n".join(f"{a} {b}" for a, b in rows)
     for family in study.families:
-        assert f"{family} training per GPU (sharded over 8)" in text and f"{family} vLLM engine per GPU" in text
+        assert f"{family} training per GPU (sharded over 4)" in text and f"{family} vLLM engine per GPU" in text
     assert "qwen2.5-math-rm-72b (vLLM, tensor parallel 4)" in text
 
 

@@ -60,8 +60,9 @@ def build_adaptation_asset(variant: Variant) -> dg.AssetsDefinition:
         started = time.monotonic()
         traces = common_traces(inputs["traces"], common_problems)
         natives = None if native else common_traces(inputs["native_traces"], common_problems)
-        lm = open_scorer(study.family(s, name), study.model_path(base_model))
-        a = adaptation_cost(lm, study.cache_dir, name, traces, natives, progress=context.log.info)
+        with study.gpus(context, "model", name):
+            lm = open_scorer(study.family(s, name), study.model_path(base_model))
+            a = adaptation_cost(lm, study.cache_dir, name, traces, natives, progress=context.log.info)
         df = a.table
         table = attribution_table(loss_by_token(a.scored), loss_by_token(a.native_scored))
         context.add_output_metadata({

@@ -90,17 +90,19 @@ def build_eval_asset(v: Variant) -> dg.AssetsDefinition:
         tables, problems, stats = [], [], {"cache_hits": 0, "generated": 0}
         require_rows(checkpoints, f"{variant}_checkpoints[{name}]", "no checkpoint to evaluate (training.objectives?)")
         require_rows(benchmarks, "benchmarks", "no benchmark item to evaluate on")
-        for _, ck in checkpoints.iterrows():
-            path = study.store / ck["checkpoint"]
-            if not (path / "config.json").is_file():
-                raise dg.Failure(description=f"{name}/{variant}: checkpoint folder {path} is missing; "
-                                 f"re-materialize {variant}_checkpoints for partition {name}")
-            label = f"{variant}/{path.name}"
-            table, probs, st = _evaluate(context, study, s, name, str(path), benchmarks, label)
-            ident = {"model_family": name, "objective": ck["objective"], "lr": ck["lr"], "batch_size": ck["batch_size"]}
-            tables.append(table.assign(**ident))
-            problems.append(probs.assign(**ident))
-            stats = {k: stats[k] + st[k] for k in stats}
+        with study.gpus(context, "generate", name):
+            for _, ck in checkpoints.iterrows():
+                path = study.store / ck["checkpoint"]
+                if not (path / "config.json").is_file():
+                    raise dg.Failure(description=f"{name}/{variant}: checkpoint folder {path} is missing; "
+                                     f"re-materialize {variant}_checkpoints for partition {name}")
+                label = f"{variant}/{path.name}"
+                table, probs, st = _evaluate(context, study, s, name, str(path), benchmarks, label)
+                ident = {"model_family": name, "objective": ck["objective"], "lr": ck["lr"],
+                         "batch_size": ck["batch_size"]}
+                tables.append(table.assign(**ident))
+                problems.append(probs.assign(**ident))
+                stats = {k: stats[k] + st[k] for k in stats}
         yield from _outputs(context, f"{variant}_eval", tables, problems, stats, started)
 
     return _asset
@@ -120,6 +122,7 @@ def base_evaluation(context: dg.AssetExecutionContext, study: StudyResource, bas
     name = context.partition_key
     started = time.monotonic()
     require_rows(benchmarks, "benchmarks", "no benchmark item to evaluate on")
-    table, probs, stats = _evaluate(context, study, s, name, study.model_path(base_model), benchmarks, "base")
+    with study.gpus(context, "generate", name):
+        table, probs, stats = _evaluate(context, study, s, name, study.model_path(base_model), benchmarks, "base")
     ident = {"model_family": name, "objective": "none", "lr": float("nan"), "batch_size": 0}
     yield from _outputs(context, "base_eval", [table.assign(**ident)], [probs.assign(**ident)], stats, started)

@@ -3,11 +3,14 @@
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from qup_assets.devices import DeviceError, gpus_needed, lease, student_gpus
 from qup_assets.mathcore.verify import VerifierPool
 from qup_assets.storage.namespace import NamespaceError, claim
 from qup_assets.study import Family, Study, load_study
@@ -105,6 +108,19 @@ class StudyResource(dg.ConfigurableResource):
                 "it was removed from the study file: its data is kept, but it cannot be recomputed."
             )
         return study.families[name]
+
+    @contextmanager
+    def gpus(self, context, stage: str, family: str | None = None) -> Iterator[list[int]]:
+        """The GPUs this step's engines run on (qup_assets/devices.py: leased, all or none, and made the process's
+        CUDA_VISIBLE_DEVICES until the block ends); nothing on a CPU study. `stage`: generate, train, reward,
+        oracle or model."""
+        s = self.load()
+        holder = f"run {context.run_id[:8]} {context.op_def.name}" + (f"[{family}]" if family else "")
+        try:
+            with lease(student_gpus(s), gpus_needed(s, stage, family), holder, log=context.log.info) as ids:
+                yield ids
+        except DeviceError as e:
+            raise dg.Failure(description=str(e)) from None
 
     def verifier(self, study: Study | None = None) -> VerifierPool:
         v = (study or self.load()).verification

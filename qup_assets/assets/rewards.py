@@ -46,9 +46,10 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
             out[rm.name] = {"kind": rm.kind, "path": str(path), "fingerprint": folder_fingerprint(path)}
             meta[f"{rm.name}/path"] = dg.MetadataValue.path(str(path))
             continue
-        rep, origin = provide_reward_model(s.name, rm, world_difficulty(s), exclude,
-                                           artifact_dir(study.store, "reward_model") / rm.name,
-                                           log=context.log.info, warn=context.log.warning)
+        with study.gpus(context, "model"):
+            rep, origin = provide_reward_model(s.name, rm, world_difficulty(s), exclude,
+                                               artifact_dir(study.store, "reward_model") / rm.name,
+                                               log=context.log.info, warn=context.log.warning)
         out[rm.name] = {"kind": rm.kind, "path": rep["path"], "fingerprint": folder_fingerprint(rep["path"]),
                         "heldout_pair_accuracy": rep["heldout_pair_accuracy"], "origin": origin}
         kinds = pd.DataFrame({"pair kind": list(rep["pair_kinds"]), "pairs": list(rep["pair_kinds"].values())})
@@ -82,8 +83,9 @@ def rm_diagnostics(context: dg.AssetExecutionContext, study: StudyResource, nati
     name = context.partition_key
     picked = diagnostic_samples(native_samples, s.evaluation.diagnostic_samples, s.sampling.seed).merge(
         problem_pool[["problem_id", "problem"]], on="problem_id")
-    scores = score_traces(s.reward_models, reward_model, study.cache_dir, name, picked, progress=context.log.info,
-                          label="native samples:")
+    with study.gpus(context, "reward", name):
+        scores = score_traces(s.reward_models, reward_model, study.cache_dir, name, picked, progress=context.log.info,
+                              label="native samples:")
     rows = []
     for rm in s.reward_models:
         row = diagnose(name, rm.name, scores.loc[scores["reward_model"] == rm.name, "score"].reset_index(drop=True),
@@ -147,8 +149,9 @@ def build_rewards_asset(variant: Variant) -> dg.AssetsDefinition:
                rm_diagnostics: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         s = study.load()
         t = common_traces(traces, common_problems).merge(problem_pool[["problem_id", "problem"]], on="problem_id")
-        out = score_traces(s.reward_models, reward_model, study.cache_dir, context.partition_key, t,
-                           progress=context.log.info, label=variant.name)
+        with study.gpus(context, "reward", context.partition_key):
+            out = score_traces(s.reward_models, reward_model, study.cache_dir, context.partition_key, t,
+                               progress=context.log.info, label=variant.name)
         context.add_output_metadata({**_rm_metadata(out, rm_diagnostics), "dagster/row_count": len(out),
                                      "histogram": dg.MetadataValue.md(_histogram(out, variant.name))})
         return versioned(out)

@@ -76,7 +76,7 @@ def base_model(context: dg.AssetExecutionContext, study: StudyResource, benchmar
     spec = fam.student
     exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
     out = artifact_dir(study.store, "base_model", name) / "model"
-    with study.verifier(s) as verifier:
+    with study.verifier(s) as verifier, study.gpus(context, "model", name):
         built, origin = provide_student(s.name, name, spec, world_difficulty(s), exclude, out, verifier,
                                         log=context.log.info, warn=context.log.warning)
     info = describe_model(out)
@@ -141,19 +141,22 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
     fam = study.family(s, name)
     tok = load_tokenizer(study.model_path(base_model), fam.trust_remote_code)
     prompts = _prompts(study, name, base_model, problem_pool, tok)
-    try:
-        longest = check_prompt_tokens(tok, prompts, list(problem_pool["problem_id"]), s.max_prompt_tokens, "pool")
-        lm = open_backend(fam, study.model_path(base_model), seed=s.sampling.seed)
-    except BackendError as e:
-        raise dg.Failure(description=str(e)) from None
-    sp = s.sampling
-    params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=sp.seed)
-    started = time.monotonic()
-    with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache, study.verifier(s) as verifier:
-        if cache.corrupt_lines:
-            context.log.warning(f"response cache: skipped {cache.corrupt_lines} truncated line(s) from an interrupted run")
-        df = sample_verified(lm, cache, name, problem_pool, prompts, sp.n, params, verifier, progress=context.log.info)
-        hits, misses = cache.hits, cache.misses
+    with study.gpus(context, "generate", name):
+        try:
+            longest = check_prompt_tokens(tok, prompts, list(problem_pool["problem_id"]), s.max_prompt_tokens, "pool")
+            lm = open_backend(fam, study.model_path(base_model), seed=s.sampling.seed)
+        except BackendError as e:
+            raise dg.Failure(description=str(e)) from None
+        sp = s.sampling
+        params = SamplingParams(temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens, seed=sp.seed)
+        started = time.monotonic()
+        with ResponseCache(study.cache_dir, lm.fingerprint[:16]) as cache, study.verifier(s) as verifier:
+            if cache.corrupt_lines:
+                context.log.warning(f"response cache: skipped {cache.corrupt_lines} truncated line(s) from an "
+                                    "interrupted run")
+            df = sample_verified(lm, cache, name, problem_pool, prompts, sp.n, params, verifier,
+                                 progress=context.log.info)
+            hits, misses = cache.hits, cache.misses
     summary = sampling_summary(df, sp.n)
     context.log.info(f"{name}: pass@1 {summary['pass@1']:.1%}, pass@{sp.n} {summary[f'pass@{sp.n}']:.1%}")
     context.add_output_metadata(

@@ -86,6 +86,7 @@ def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
         stats, judged = {}, None
         with contextlib.ExitStack() as stack:
             verifier = stack.enter_context(study.verifier(s))
+            stack.enter_context(study.gpus(context, "oracle", name))
             try:
                 oracle = open_variant_oracle(variant, s, fam, problem_pool, verifier, study.cache_dir, stack)
                 context.log.info(f"{name}: {variant.name} by {oracle.name} on {len(items)} native traces")
@@ -140,8 +141,9 @@ def build_selected_asset(variant: Variant) -> dg.AssetsDefinition:
                 frames.insert(0, student_candidates(native_traces, inputs["native_samples"], verifier))
         candidates = pd.concat(frames, ignore_index=True)
         context.log.info(f"{name}: {len(candidates)} verified candidates for {len(native_traces)} problems")
-        lm = open_scorer(study.family(s, name), study.model_path(base_model))
-        df = select_lowest_nll(lm, study.cache_dir, name, native_traces, candidates, progress=context.log.info)
+        with study.gpus(context, "model", name):
+            lm = open_scorer(study.family(s, name), study.model_path(base_model))
+            df = select_lowest_nll(lm, study.cache_dir, name, native_traces, candidates, progress=context.log.info)
         chosen = df["selected_from"].where(~df["selected_from"].str.startswith("student sample"), "student sample")
         share = chosen.value_counts(normalize=True).rename_axis("selected_from").rename("share").reset_index()
         context.add_output_metadata({

@@ -127,33 +127,36 @@ def build_checkpoints_asset(v: Variant) -> dg.AssetsDefinition:
         reused = 0
         rows, curves = [], {}
         out_root = checkpoints_dir(study.store, variant, name)
-        for objective, lr, batch in grid_points(tr):
-            point = point_name(objective, lr, batch, tr)
-            out_dir = checkpoint_dir(study.store, variant, name, objective, lr, batch, tr)
-            job = FinetuneJob(base_model=base_path, out_dir=str(out_dir), objective=objective,
-                              lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
-                              max_length=tr.max_length, seed=tr.seed,
-                              lora=tr.lora.model_dump() if tr.lora else None, trust_remote_code=fam.trust_remote_code,
-                              data_hash=data_hash, save_steps=tr.save_steps)
-            res = finished_result(job)
-            if res is not None:
-                reused += 1
-                context.log.info(f"{name}/{variant}: {point} already trained on the same data, reusing {res.path}")
-            elif tr.launcher == "accelerate":
-                context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
-                res = _run_accelerate(context, job, data.records, tr)
-            else:
-                context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
-                res = finetune(job, data.records, log=context.log.info)
-            eos = stops_with_eos(res.path, probe, s.evaluation.max_tokens, fam.trust_remote_code)
-            if eos == 0:
-                raise dg.Failure(description=f"{name}/{variant}/{point}: the fine-tuned model never emits eos on "
-                                 f"{len(probe)} training prompts; check the chat template's end-of-turn token")
-            curves[point] = res.loss_curve
-            rows.append({"model_family": name, "objective": objective, "lr": lr, "batch_size": batch,
-                         "checkpoint": str(out_dir.relative_to(study.store)), "examples": res.examples, "dropped_overlength": len(data.dropped),
-                         "steps": res.steps, "tokens_trained": res.tokens_trained, "train_loss": res.train_loss,
-                         "eos_rate": eos, "wall_time_s": res.wall_time_s, "loss_curve": json.dumps(res.loss_curve)})
+        with study.gpus(context, "train", name):
+            for objective, lr, batch in grid_points(tr):
+                point = point_name(objective, lr, batch, tr)
+                out_dir = checkpoint_dir(study.store, variant, name, objective, lr, batch, tr)
+                job = FinetuneJob(base_model=base_path, out_dir=str(out_dir), objective=objective,
+                                  lr=lr, batch_size=batch, micro_batch_size=tr.micro_batch_size, epochs=tr.epochs,
+                                  max_length=tr.max_length, seed=tr.seed,
+                                  lora=tr.lora.model_dump() if tr.lora else None,
+                                  trust_remote_code=fam.trust_remote_code,
+                                  data_hash=data_hash, save_steps=tr.save_steps)
+                res = finished_result(job)
+                if res is not None:
+                    reused += 1
+                    context.log.info(f"{name}/{variant}: {point} already trained on the same data, reusing {res.path}")
+                elif tr.launcher == "accelerate":
+                    context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
+                    res = _run_accelerate(context, job, data.records, tr)
+                else:
+                    context.log.info(f"{name}/{variant}: training {point} on {len(data.records)} traces")
+                    res = finetune(job, data.records, log=context.log.info)
+                eos = stops_with_eos(res.path, probe, s.evaluation.max_tokens, fam.trust_remote_code)
+                if eos == 0:
+                    raise dg.Failure(description=f"{name}/{variant}/{point}: the fine-tuned model never emits eos on "
+                                     f"{len(probe)} training prompts; check the chat template's end-of-turn token")
+                curves[point] = res.loss_curve
+                rows.append({"model_family": name, "objective": objective, "lr": lr, "batch_size": batch,
+                             "checkpoint": str(out_dir.relative_to(study.store)), "examples": res.examples,
+                             "dropped_overlength": len(data.dropped),
+                             "steps": res.steps, "tokens_trained": res.tokens_trained, "train_loss": res.train_loss,
+                             "eos_rate": eos, "wall_time_s": res.wall_time_s, "loss_curve": json.dumps(res.loss_curve)})
         df = pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
         # An explicit Output: a Pipes session (the accelerate launcher) requires a typed event stream.
         return versioned(df, metadata={

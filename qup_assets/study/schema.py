@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from qup_assets.mathcore.extract import AnswerFormats
 from qup_assets.study.base import BENCHMARK_NAME, FAMILY_NAME, STUDY_NAME, _Strict
 from qup_assets.study.families import Backend, Engine, Family
+from qup_assets.study.gpus import every_need, student_gpus
 
 # ---------------------------------------------------------------- problem sources
 
@@ -265,6 +266,19 @@ class Hardware(_Strict):
 
     gpu_memory_gb: float = Field(80.0, gt=0)
     gpus_per_node: int = Field(8, gt=0)
+    # GPUs the Oracle's server (`vllm serve`, started by the researcher) holds on this machine: the study's own
+    # engines are assigned the others (qup_assets/devices.py). Empty when the Oracle runs elsewhere.
+    oracle_gpus: list[int] = []
+
+    @model_validator(mode="after")
+    def _oracle_gpus_exist(self):
+        bad = [i for i in self.oracle_gpus if not 0 <= i < self.gpus_per_node]
+        if bad or len(set(self.oracle_gpus)) != len(self.oracle_gpus):
+            raise ValueError(f"oracle_gpus {self.oracle_gpus} must be distinct GPU ids below gpus_per_node "
+                             f"{self.gpus_per_node}")
+        if len(self.oracle_gpus) >= self.gpus_per_node:
+            raise ValueError(f"oracle_gpus {self.oracle_gpus} leave none of the {self.gpus_per_node} GPUs to the study")
+        return self
 
 
 class Study(_Strict):
@@ -313,6 +327,24 @@ class Study(_Strict):
                 f"{self.sampling.max_tokens}) and its answer (oracle.max_tokens {o.max_tokens}) = {total} tokens do "
                 f"not fit its context of {ctx} (oracle.max_model_len): lower oracle.max_tokens to "
                 f"{max(0, ctx - prompt - self.sampling.max_tokens)} or sampling.max_tokens, or serve a longer context")
+        return self
+
+    @model_validator(mode="after")
+    def _gpus_fit(self):
+        """A GPU study assigns each step's engine its GPUs (qup_assets/devices.py): every engine must fit the
+        GPUs left beside the Oracle's, and each step must be a process of its own to be given them."""
+        if self.hardware is None:
+            return self
+        if self.executor != "multiprocess":
+            raise ValueError("a study with hardware: (GPUs) needs executor: multiprocess: each step is given its "
+                             "GPUs through CUDA_VISIBLE_DEVICES, which a process reads once, when CUDA starts")
+        free = student_gpus(self)
+        for setting, n in every_need(self):
+            if n > len(free):
+                raise ValueError(
+                    f"{setting} asks for {n} GPUs, but hardware leaves {len(free)} to the study's engines "
+                    f"(gpus_per_node {self.hardware.gpus_per_node} less oracle_gpus {self.hardware.oracle_gpus}): "
+                    f"lower {setting} to {len(free)} or move the Oracle off this machine")
         return self
 
     @field_validator("name")
