@@ -38,6 +38,7 @@ class Shape:
 PUBLISHED = {
     "Qwen/Qwen2.5-Math-1.5B": Shape(1.54e9, 1536, 28, 151936, 2, 128, 4096),
     "Qwen/Qwen2.5-Math-7B": Shape(7.62e9, 3584, 28, 152064, 4, 128, 4096),
+    "Qwen/Qwen2.5-Math-7B-Instruct": Shape(7.62e9, 3584, 28, 152064, 4, 128, 4096),
     "meta-llama/Llama-3.2-3B": Shape(3.21e9, 3072, 28, 128256, 8, 128, 131072),
     "deepseek-ai/deepseek-math-7b-base": Shape(6.91e9, 4096, 30, 102400, 32, 128, 4096),
     "Qwen/Qwen2.5-Math-72B-Instruct": Shape(72.7e9, 8192, 80, 152064, 8, 128, 4096),
@@ -149,6 +150,18 @@ def check(study: Study, model_dir=lambda family: None) -> tuple[list[tuple[str, 
                 problems.append(f"family {name}: the vLLM engine's weights ({g['weights (bf16)']:.1f} GB per GPU) do "
                                 f"not fit gpu_memory_utilization x hardware.gpu_memory_gb = {budget:.0f} GB: raise "
                                 "engine.tensor_parallel_size")
+    o = study.oracle
+    if o.kind == "llm" and o.backend is not None and o.backend.kind == "vllm":
+        shape, e = shape_of(None, o.model), o.backend.engine
+        if shape is not None:
+            tp, ctx = e.tensor_parallel_size or 1, e.max_model_len or shape.context
+            g = engine_gb(shape, e.max_num_seqs or 256, ctx, tp)
+            budget = cap * (e.gpu_memory_utilization or 0.9)
+            rows.append((f"  oracle {o.model} vLLM engine per GPU", f"weights {g['weights (bf16)']:.1f} GB of the "
+                         f"{budget:.0f} GB it may take (the rest: its KV cache)"))
+            if g["weights (bf16)"] + 2.0 > budget:
+                problems.append(f"the Oracle's vLLM engine: {g['weights (bf16)']:.1f} GB of weights per GPU do not fit "
+                                f"{budget:.0f} GB: raise oracle.backend.engine.tensor_parallel_size")
     for rm in study.reward_models:
         shape = shape_of(None, rm.model)
         if shape is None or rm.kind == "synthetic":

@@ -25,6 +25,13 @@ from qup_assets.world.student import expected_parameters
 # these hours are an upper bound for vLLM families too.
 H100_TOKENS_PER_S = {"generate": 3_700.0, "score": 108_000.0, "train": 30_000.0}
 REFERENCE_PARAMS = 1.5e9
+# What a study should cost, beside the bound: vLLM's published offline throughput, ~12,500 output tokens/s for
+# Llama-3.1-8B in bf16 on one H100 80 GB (third-party benchmarks collected at morphllm.com/vllm-benchmarks,
+# 2026; decoding is bound by reading the weights, so other sizes scale by parameter count), and a stated prior
+# for how long an answer is until the study's own samples say (`n_tokens` of native_samples): a worked
+# solution of a NuminaMath-CoT problem, ~600 tokens. Replace both with the GPU check's measurements.
+VLLM_H100_TOKENS_PER_S, VLLM_REFERENCE_PARAMS = 12_500.0, 8e9
+PRIOR_ANSWER_TOKENS, PRIOR_PROMPT_TOKENS = 600, 200
 
 # Items in the public benchmarks (their dataset cards), for a plan made before they are on disk.
 PUBLISHED_BENCHMARK_ITEMS = {"HuggingFaceH4/MATH-500": 500, "math-ai/minervamath": 272, "math-ai/aime24": 30,
@@ -81,11 +88,26 @@ def benchmark_items(study: Study, store: Path) -> tuple[int | None, str]:
     return total, ", ".join(sorted(sources))
 
 
-def gpu_hours(tokens: float | None, stage: str, params: float | None) -> float | None:
-    """Hours on one H100 for `tokens` at the measured rate of `stage`, scaled to a model of `params`."""
+def gpu_hours(tokens: float | None, stage: str, params: float | None, engine: str = "transformers") -> float | None:
+    """Hours on one H100 for `tokens` at the measured rate of `stage`, scaled to a model of `params`; generation
+    on a vLLM engine at vLLM's published rate."""
     if tokens is None or params is None:
         return None
+    if stage == "generate" and engine == "vllm":
+        return tokens / (VLLM_H100_TOKENS_PER_S * VLLM_REFERENCE_PARAMS / params) / 3600
     return tokens / (H100_TOKENS_PER_S[stage] * REFERENCE_PARAMS / params) / 3600
+
+
+def answer_tokens(store: Path, family: str) -> tuple[float, str]:
+    """How long a family's answers are: the mean of its own native samples once they exist, else the prior."""
+    samples = table_path(store, "native_samples", family)
+    if samples.is_file():
+        import pandas as pd
+
+        n = pd.read_parquet(samples, columns=["n_tokens"])["n_tokens"]
+        if len(n):
+            return float(n.mean()), f"its {len(n):,} native samples"
+    return float(PRIOR_ANSWER_TOKENS), "prior"
 
 
 def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
@@ -150,6 +172,43 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
         rows.append((f"  oracle {o.model} (all families)", _h(oracle)))
         total += oracle or 0.0
     rows.append(("  all stages, all families", _h(total)))
+    return rows + expected(study, store, hf, pool, items, ckpts, n_var, n_oracle)
+
+
+def expected(study: Study, store: Path, hf: dict, pool, items, ckpts: int, n_var: int, n_oracle: int) -> list:
+    """H100-hours the study should take: answers of their expected length (not max_tokens), generation at the
+    rate of the engine each family names, training on prompt + answer (not max_length)."""
+    if pool is None or items is None:
+        return [("H100 GPU-hours, expected", "unknown (pool or benchmark size not known)")]
+    s, ev, tr, o = study.sampling, study.evaluation, study.training, study.oracle
+    rows = [("H100 GPU-hours, expected (vLLM's published rate where a family uses vLLM; answer lengths below):", "")]
+    total = 0.0
+    for name, p in hf.items():
+        if p is None:
+            rows.append((f"  {name}", "unknown (size unknown)"))
+            continue
+        engine = study.families[name].backend.kind
+        length, source = answer_tokens(store, name)
+        sample, answer = min(length, s.max_tokens), min(length, ev.max_tokens)
+        stages = {
+            "sampling": gpu_hours(s.n * pool * sample, "generate", p, engine),
+            "perplexity": gpu_hours(n_var * pool * sample, "score", p),
+            "training": gpu_hours(ckpts * pool * tr.epochs * min(tr.max_length, PRIOR_PROMPT_TOKENS + sample), "train", p),
+            "evaluation": gpu_hours((1 + ckpts) * items * ev.k * answer, "generate", p, engine),
+        }
+        for rm in study.reward_models:
+            stages[f"rewards {rm.name}"] = gpu_hours(n_var * pool * sample, "score", params_from_name(rm.model)) or 0.0
+        rows.append((f"  {name} ({engine}, answers ~{length:,.0f} tokens: {source})",
+                     ", ".join(f"{k} {_h(v)}" for k, v in stages.items())))
+        rows.append((f"  {name} total", _h(sum(stages.values()))))
+        total += sum(stages.values())
+    if o.kind == "llm":
+        served = o.backend is not None and o.backend.kind in ("openai", "vllm")  # vllm serve, or the engine itself
+        oracle = gpu_hours(n_oracle * pool * len(hf) * min(PRIOR_ANSWER_TOKENS, o.max_tokens), "generate",
+                           params_from_name(o.model), "vllm" if served else "transformers")
+        rows.append((f"  oracle {o.model} (all families, {'vLLM' if served else 'transformers'})", _h(oracle)))
+        total += oracle or 0.0
+    rows.append(("  all stages, all families, expected", _h(total)))
     return rows
 
 

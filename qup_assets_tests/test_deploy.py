@@ -227,3 +227,23 @@ def test_the_multiprocess_executor_runs_one_gpu_step_at_a_time_per_run(tmp_path)
     assert not overlap("a_gpu", "b_gpu"), spans  # the run's GPUs are never shared by two steps
     first = min(("a_gpu", "b_gpu"), key=lambda n: spans[n][0])
     assert spans[first][2], spans  # the CPU step started while the first GPU step held its slot: not held back
+
+
+def test_one_set_of_gpu_pins_for_the_image_the_gpu_check_and_the_package():
+    """deploy/gpu-constraints.txt is the GPU pin set: the Dockerfile installs under it, bench/gpu_wheels.py
+    resolves under it, and every pin is inside the range pyproject.toml declares (a pin outside it would make
+    pip move the package, as a bare vllm requirement moved torch and transformers)."""
+    from packaging.requirements import Requirement
+
+    pins = {Requirement(line).name: Requirement(line) for line in
+            (DEPLOY / "gpu-constraints.txt").read_text().splitlines() if line and not line.startswith("#")}
+    assert set(pins) == {"vllm", "torch", "transformers", "accelerate", "trl"}
+    assert all(str(r.specifier).startswith("==") for r in pins.values())
+    declared = [Requirement(r) for r in PYPROJECT["project"]["dependencies"] + PYPROJECT["project"][
+        "optional-dependencies"]["vllm"]]
+    for req in declared:
+        if req.name in pins:
+            version = str(pins[req.name].specifier).removeprefix("==")
+            assert req.specifier.contains(version), f"{req.name} {version} is outside pyproject's {req}"
+    assert "-c deploy/gpu-constraints.txt" in (DEPLOY / "Dockerfile").read_text()
+    assert '"deploy" / "gpu-constraints.txt"' in (REPO_ROOT / "bench" / "gpu_wheels.py").read_text()

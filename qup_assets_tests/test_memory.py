@@ -63,3 +63,20 @@ def test_a_local_model_folder_is_measured_from_its_config(tiny_model_dir):
 def test_a_cpu_study_is_not_checked():
     rows, problems = memory.check(load_study("micro"))
     assert problems == [] and "not checked" in rows[0][1]
+
+
+def test_paper_lite_fits_one_80gb_gpu_in_about_an_hour():
+    """The study to try before booking a node: every engine on the one GPU, and qup plan's expected H100-hours
+    (vLLM's published rate, answers of the prior's length) about an hour."""
+    from pathlib import Path
+
+    from qup_assets import devices
+    from qup_assets.plan import estimate
+
+    study = load_study("paper_lite")
+    rows, problems = memory.check(study)
+    assert problems == [] and any("oracle Qwen/Qwen2.5-Math-7B-Instruct vLLM engine" in r[0] for r in rows)
+    assert devices.student_gpus(study) == [0] and max(n for _, n in devices.every_need(study)) == 1
+    plan = dict(estimate(study, Path("/nonexistent")))
+    hours = float(plan["  all stages, all families, expected"].removesuffix(" h"))
+    assert 0.2 <= hours <= 1.5, plan

@@ -16,7 +16,7 @@ families:
 """
 
 
-@pytest.mark.parametrize("name", ["micro", "tiny", "paper"])
+@pytest.mark.parametrize("name", ["micro", "tiny", "paper", "paper_lite"])
 def test_shipped_studies_load(name):
     study = load_study(name)
     assert study.name == name

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from qup_assets.storage.tables import table_dir
 
 
@@ -21,7 +19,10 @@ def list_tables(store: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.parquet")))
 
 
-def connect(store: Path) -> duckdb.DuckDBPyConnection:
+def connect(store: Path):
+    """A duckdb connection (imported here: a run never needs it, so a GPU machine's wheels can leave it out)."""
+    import duckdb
+
     con = duckdb.connect(":memory:")
     for name in list_tables(store):
         glob = str(table_dir(store, name) / "*.parquet").replace("'", "''")
