@@ -98,8 +98,13 @@ bench: $(VENV)/.installed-test
 
 # On one CUDA GPU: a paper-shaped study in minutes, per-stage throughput, GPU memory back to baseline after
 # every step (bench/gpu_smoke.py). Exits 2 on a machine without CUDA.
-gpu-smoke: $(VENV)/.installed
-	$(BIN)/python bench/gpu_smoke.py
+# On a bare CUDA machine without network: the image's python3 and torch, and the wheels bench/gpu_wheels.py
+# gathered here into .whl/ (installed beside them, never over them); else this checkout's venv.
+gpu-smoke:
+	@if [ -d .whl ]; then \
+	  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/qup-site .whl/*.whl \
+	  && PYTHONPATH=$(CURDIR):/tmp/qup-site timeout 900 python3 bench/gpu_smoke.py; \
+	else $(MAKE) $(VENV)/.installed && timeout 900 $(BIN)/python bench/gpu_smoke.py; fi
 
 clean:
 	rm -rf data/store $(DAGSTER_HOME)

@@ -142,3 +142,33 @@ def test_the_gpu_smoke_study_is_valid_and_the_check_refuses_a_machine_without_cu
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
     assert out.returncode == 2 and "needs a CUDA GPU" in out.stderr and "Nothing was run" in out.stderr
+
+
+def test_the_gpu_check_fails_a_stage_that_did_not_use_the_gpu_ran_over_or_kept_its_memory():
+    """bench/gpu_smoke.py's judgement, from the samples it takes on a GPU machine (nvidia-smi's memory and compute
+    pids, each step's span and process tree), given here: the checks must fail when the GPU path is broken."""
+    import importlib.util
+
+    from qup_assets.study import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", REPO_ROOT / "bench" / "gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    base = 1000
+    spans = {"base_model": (0.0, 100.0, True), "native_samples": (101.0, 130.0, True),
+             "native_traces": (131.0, 132.0, True), "native_checkpoints": (140.0, 400.0, True)}
+    trees = {"base_model": {11, 12}, "native_samples": {21}, "native_checkpoints": {41, 42}}
+    samples = [(t, base + 4000, {12}) for t in range(0, 100)]  # base_model's child on the GPU
+    samples += [(t, base, set()) for t in range(101, 131)]  # sampling never touched the GPU
+    samples += [(131.5, base, set())]
+    samples += [(t, base + 9000, {42}) for t in range(140, 401)]  # training on the GPU, for too long
+    samples += [(t, base + 3000, set()) for t in range(403, 420)]  # and its memory never came back
+    rows, failures = smoke.judge(spans, samples, trees, base)
+    assert failures == ["native_samples did not use the GPU",
+                        "native_checkpoints took 260 s, over its limit of 90 s",
+                        f"GPU memory stayed at {base + 3000} MiB after native_checkpoints (baseline {base} MiB)"]
+    assert [r[3] for r in rows] == ["yes", "NO", "-", "yes"]
+    # where a container hides pids, memory above the baseline during the step is the evidence
+    no_pids = [(t, m, set()) for t, m, _ in samples]
+    _, failures = smoke.judge(spans, no_pids, {}, base)
+    assert "native_samples did not use the GPU" in failures and "base_model did not use the GPU" not in failures

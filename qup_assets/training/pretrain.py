@@ -1,4 +1,5 @@
-"""Tiny causal-LM pretraining from scratch: a plain torch loop, loss on the solution tokens only."""
+"""Tiny causal-LM pretraining from scratch: a plain torch loop, loss on the solution tokens only, on the device
+the model is on (a GPU: bf16 autocast; a CPU: float32, the same bytes on any thread count)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def pretrain(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
     pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     stats = PretrainStats()
     model.train()
     started = time.monotonic()
@@ -68,7 +71,8 @@ def pretrain(
             ids[r, : len(x)] = torch.tensor(x)
             labels[r, : len(y)] = torch.tensor(y)
             attn[r, : len(x)] = 1
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        with autocast:
+            loss = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

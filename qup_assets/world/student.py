@@ -139,6 +139,13 @@ class BuiltStudent:
     heldout_examples: list
 
 
+def pretrain_device() -> str:
+    """Where a synthetic student is pretrained: the GPU its step was given (a GPU study), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def build_synthetic_student(
     spec,
     family: str,
@@ -196,7 +203,9 @@ def build_synthetic_student(
     examples = encode_examples(tokenizer, prompts[:n_train], completions[:n_train], max_len=1024)
     model = build_model(spec.architecture, tokenizer, spec.hidden_size, spec.num_layers, spec.seed)
     params = sum(p.numel() for p in model.parameters())
-    log(f"{family}: {spec.architecture} with {params:,} parameters, {n_train} training problems in style {spec.style!r}")
+    model.to(pretrain_device())
+    log(f"{family}: {spec.architecture} with {params:,} parameters, {n_train} training problems in style {spec.style!r}"
+        f" on {pretrain_device()}")
     stats = pretrain(model, tokenizer, examples, spec.pretrain_steps, spec.pretrain_batch_size, spec.pretrain_lr, spec.seed, log)
 
     out_dir = Path(out_dir)
