@@ -137,6 +137,9 @@ def micro_study(tmp_path_factory):
             t = time.monotonic()
             assert main(["run", "--study", str(ms.study)]) == 0
             (root / "built.json").write_text(json.dumps({"cold_seconds": time.monotonic() - t}))
+            from qup_assets_tests.helpers import quiesce
+
+            quiesce(ms.home)
         finally:
             for k, v in saved.items():
                 if v is None:

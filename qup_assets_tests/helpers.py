@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -232,6 +233,19 @@ class Place:
         assert main(["run", "--study", str(study)]) == 0
 
 
+def quiesce(home: Path, timeout: float = 60) -> None:
+    """Stop the daemon `qup run` left idling on `home` (it lingers 20 s after its last run, opening and closing
+    SQLite files, whose WAL files then vanish under a copy: `shutil.Error ... db-wal: No such file`), and wait
+    until no process of that home is left, so copies of a finished study are copies of files at rest."""
+    subprocess.run(["pkill", "-TERM", "-f", str(home)], check=False)
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["pgrep", "-f", str(home)], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            subprocess.run(["pkill", "-KILL", "-f", str(home)], check=False)
+            break
+        time.sleep(0.2)
+
+
 def run_small_alone(root: Path) -> tuple[Path, Place]:
     """The smaller study run alone in its own store and instance under `root`: (study file, its place)."""
     study = root / "micro_small.yaml"
@@ -240,4 +254,5 @@ def run_small_alone(root: Path) -> tuple[Path, Place]:
     out = subprocess.run([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(study)], env=place.env(),
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    quiesce(place.home)
     return study, place
