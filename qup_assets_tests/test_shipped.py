@@ -128,3 +128,22 @@ def test_rebuilding_the_micro_student_gives_what_is_shipped(tmp_path, monkeypatc
     assert a["key"] == b["key"] and a["fingerprint"] == b["fingerprint"]
     assert a["record"]["heldout_greedy_accuracy"] == b["record"]["heldout_greedy_accuracy"]
     shutil.rmtree(tmp_path / "world")
+
+
+def test_the_code_digest_reads_code_the_same_on_every_supported_python():
+    """Shipped recipes record a digest of the code's syntax tree. ast.dump differs between Pythons (3.12 adds
+    type_params, 3.13 drops empty fields), which made every shipped model "out of date" on 3.12: the digest
+    writes trees as 3.11's ast.dump did, on any version (checked on 3.12 and 3.13 by the shipped-models test)."""
+    import ast
+    import importlib
+    import sys
+
+    from qup_assets.world.student import STUDENT_CODE
+
+    for name in STUDENT_CODE:
+        tree = ast.parse(Path(importlib.import_module(name).__file__).read_text(encoding="utf-8"))
+        if sys.version_info < (3, 12):
+            assert shipped._dump(tree) == ast.dump(tree, annotate_fields=False), name
+        assert "type_params" not in shipped._dump(tree)
+    recipe = json.loads((REPO_WORLD / "micro" / "students" / "micro-qwen" / "recipe.json").read_text())
+    assert shipped.code_digest(STUDENT_CODE) == recipe["recipe"]["world_code"]
