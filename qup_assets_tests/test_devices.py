@@ -90,6 +90,10 @@ def test_paper_assigns_the_oracles_gpus_to_nobody_else():
     assert devices.gpus_needed(s, "train") == 4 and devices.gpus_needed(s, "reward") == 4
     assert devices.gpus_needed(s, "reward", reward_model="skywork-rm") == 1
     assert devices.gpus_needed(s, "oracle") == 0  # an openai server: its GPUs are its own
+    fam = s.families["qwen2.5-math-1.5b"]  # the same student behind a server elsewhere
+    remote = fam.model_copy(update={"backend": fam.backend.model_copy(update={"kind": "openai"})})
+    served = s.model_copy(update={"families": {**s.families, "qwen2.5-math-1.5b": remote}})
+    assert devices.gpus_needed(served, "generate", "qwen2.5-math-1.5b") == 0
     assert all(devices.gpus_needed(load_study("micro"), stage, "micro-qwen") == 0
                for stage in ("generate", "train", "reward", "oracle", "model"))
 

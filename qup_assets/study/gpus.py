@@ -15,7 +15,8 @@ def student_gpus(study) -> list[int]:
 def gpus_needed(study, stage: str, family: str | None = None, reward_model: str | None = None) -> int:
     """How many GPUs one step of `stage` leases: 0 on a CPU study (no hardware:).
 
-    generate: a family's sampling or evaluation engine (its vLLM tensor-parallel size, else 1);
+    generate: a family's sampling or evaluation engine (its vLLM tensor-parallel size, 0 for an OpenAI-compatible
+    server, else 1);
     train: one fine-tuning (accelerate's processes on this machine, else 1);
     reward: one reward model (its vLLM tensor-parallel size, else 1), or without `reward_model` the largest of
     them (a step that scores with every RM, one after the other);
@@ -25,6 +26,8 @@ def gpus_needed(study, stage: str, family: str | None = None, reward_model: str 
         return 0
     if stage == "generate":
         fam = study.families[family]
+        if fam.backend.kind == "openai":
+            return 0  # a server elsewhere generates; its GPUs are its own
         return (fam.backend.engine.tensor_parallel_size or 1) if fam.backend.kind == "vllm" else 1
     if stage == "train":
         tr = study.training
