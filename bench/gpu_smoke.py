@@ -78,23 +78,22 @@ def _smi(*query: str) -> list[list[str]]:
     return [[c.strip() for c in line.split(",")] for line in out.strip().splitlines() if line.strip()]
 
 
-class GPUWatch:
-    """GPU 0's memory in use, and the pids of its compute processes, every 0.5 s."""
+class Sampler:
+    """Calls `sample()` every `every` seconds on a thread, from entering the block until leaving it."""
+
+    every = 1.0
 
     def __init__(self):
-        self.samples: list[tuple[float, int, set[int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            used = int(_smi("--query-gpu=memory.used")[0][0])
-            try:
-                pids = {int(r[0]) for r in _smi("--query-compute-apps=pid") if r and r[0].isdigit()}
-            except subprocess.CalledProcessError:
-                pids = set()
-            self.samples.append((time.time(), used, pids))
-            self._stop.wait(0.5)
+            self.sample()
+            self._stop.wait(self.every)
+
+    def sample(self):
+        raise NotImplementedError
 
     def __enter__(self):
         self._thread.start()
@@ -103,6 +102,24 @@ class GPUWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class GPUWatch(Sampler):
+    """GPU 0's memory in use, and the pids of its compute processes, every 0.5 s."""
+
+    every = 0.5
+
+    def __init__(self):
+        super().__init__()
+        self.samples: list[tuple[float, int, set[int]]] = []
+
+    def sample(self):
+        used = int(_smi("--query-gpu=memory.used")[0][0])
+        try:
+            pids = {int(r[0]) for r in _smi("--query-compute-apps=pid") if r and r[0].isdigit()}
+        except subprocess.CalledProcessError:
+            pids = set()
+        self.samples.append((time.time(), used, pids))
 
 
 def _descendants(pid: int) -> set[int]:
@@ -122,37 +139,26 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
-class StepTrees:
+class StepTrees(Sampler):
     """Each running step's process tree (the step's pid, its vLLM workers, accelerate's ranks), sampled while the
     study runs, so a GPU pid seen by nvidia-smi can be traced to its step."""
 
     def __init__(self, home: Path):
+        super().__init__()
         self.home, self.trees = home, {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        os.environ["DAGSTER_HOME"] = str(home)
 
-    def _run(self):
+    def sample(self):
         import dagster as dg
 
-        os.environ["DAGSTER_HOME"] = str(self.home)
-        while not self._stop.is_set():
-            try:
-                instance = dg.DagsterInstance.get()
-                for r in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-                    for e in instance.all_logs(r.dagster_run.run_id):
-                        if e.is_dagster_event and e.dagster_event.event_type_value == "STEP_START" and e.pid:
-                            self.trees.setdefault(e.step_key, set()).update(_descendants(e.pid))
-            except Exception:  # noqa: BLE001 (the instance may be mid-write; the next sample reads it)
-                pass
-            self._stop.wait(1.0)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        try:
+            instance = dg.DagsterInstance.get()
+            for r in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+                for e in instance.all_logs(r.dagster_run.run_id):
+                    if e.is_dagster_event and e.dagster_event.event_type_value == "STEP_START" and e.pid:
+                        self.trees.setdefault(e.step_key, set()).update(_descendants(e.pid))
+        except Exception:  # noqa: BLE001 (the instance may be mid-write; the next sample reads it)
+            pass
 
 
 def step_spans(home: Path) -> dict[str, tuple[float, float, bool]]:

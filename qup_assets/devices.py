@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from qup_assets.study.gpus import every_need, gpus_needed, student_gpus  # noqa: F401 (re-exported)
-
 
 class DeviceError(RuntimeError):
     """A GPU request that can never be met on this study's hardware, or one made too late in a process."""

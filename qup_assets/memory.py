@@ -108,6 +108,23 @@ def _rows_gb(parts: dict) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if k not in ("total", "kv_per_token"))
 
 
+def _vllm_engine(rows: list, problems: list, label: str, who: str, setting: str, shape: Shape, e, cap: float) -> None:
+    """One vLLM engine's row (weights, KV cache, how many full-length sequences fit) and, when its weights alone
+    do not fit the share of the GPU it may take, the problem naming `setting`."""
+    seqs = e.max_num_seqs or 256
+    tp = e.tensor_parallel_size or 1
+    ctx = e.max_model_len or shape.context
+    g = engine_gb(shape, seqs, ctx, tp)
+    budget = cap * (e.gpu_memory_utilization or 0.9)
+    fits = int(max(0.0, budget - g["weights (bf16)"] - 2.0) * GB // (g["kv_per_token"] * ctx))
+    rows.append((f"  {label}", f"weights {g['weights (bf16)']:.1f} GB + KV cache "
+                 f"{g['KV cache for all sequences']:.1f} GB for {seqs} x {ctx} tokens; "
+                 f"{min(fits, seqs)} of {seqs} sequences fit at full length in {budget:.0f} GB"))
+    if g["weights (bf16)"] + 2.0 > budget:
+        problems.append(f"{who}: the vLLM engine's weights ({g['weights (bf16)']:.1f} GB per GPU) do not fit "
+                        f"gpu_memory_utilization x hardware.gpu_memory_gb = {budget:.0f} GB: raise {setting}")
+
+
 def check(study: Study, model_dir=lambda family: None) -> tuple[list[tuple[str, str]], list[str]]:
     """(rows for `qup plan`, problems that cannot fit): training per GPU for every family with known shape, and
     every vLLM engine. `model_dir(family)` gives a family's local folder when known (else the published shape)."""
@@ -136,32 +153,14 @@ def check(study: Study, model_dir=lambda family: None) -> tuple[list[tuple[str, 
                 f"one micro-batch of {tr.max_length} tokens alone are {t['logits']:.1f} GB)"
                 + ("" if sharded else " or shard the model (training.launcher accelerate, distributed.strategy fsdp)"))
         if fam.backend.kind == "vllm":
-            e = fam.backend.engine
-            seqs = e.max_num_seqs or 256
-            tp = e.tensor_parallel_size or 1
-            ctx = e.max_model_len or shape.context
-            g = engine_gb(shape, seqs, ctx, tp)
-            budget = cap * (e.gpu_memory_utilization or 0.9)
-            fits = int(max(0.0, budget - g["weights (bf16)"] - 2.0) * GB // (g["kv_per_token"] * ctx))
-            rows.append((f"  {name} vLLM engine per GPU", f"weights {g['weights (bf16)']:.1f} GB + KV cache "
-                         f"{g['KV cache for all sequences']:.1f} GB for {seqs} x {ctx} tokens; "
-                         f"{min(fits, seqs)} of {seqs} sequences fit at full length in {budget:.0f} GB"))
-            if g["weights (bf16)"] + 2.0 > budget:
-                problems.append(f"family {name}: the vLLM engine's weights ({g['weights (bf16)']:.1f} GB per GPU) do "
-                                f"not fit gpu_memory_utilization x hardware.gpu_memory_gb = {budget:.0f} GB: raise "
-                                "engine.tensor_parallel_size")
+            _vllm_engine(rows, problems, f"{name} vLLM engine per GPU", f"family {name}", "engine.tensor_parallel_size",
+                         shape, fam.backend.engine, cap)
     o = study.oracle
     if o.kind == "llm" and o.backend is not None and o.backend.kind == "vllm":
-        shape, e = shape_of(None, o.model), o.backend.engine
+        shape = shape_of(None, o.model)
         if shape is not None:
-            tp, ctx = e.tensor_parallel_size or 1, e.max_model_len or shape.context
-            g = engine_gb(shape, e.max_num_seqs or 256, ctx, tp)
-            budget = cap * (e.gpu_memory_utilization or 0.9)
-            rows.append((f"  oracle {o.model} vLLM engine per GPU", f"weights {g['weights (bf16)']:.1f} GB of the "
-                         f"{budget:.0f} GB it may take (the rest: its KV cache)"))
-            if g["weights (bf16)"] + 2.0 > budget:
-                problems.append(f"the Oracle's vLLM engine: {g['weights (bf16)']:.1f} GB of weights per GPU do not fit "
-                                f"{budget:.0f} GB: raise oracle.backend.engine.tensor_parallel_size")
+            _vllm_engine(rows, problems, f"oracle {o.model} vLLM engine per GPU", "the Oracle",
+                         "oracle.backend.engine.tensor_parallel_size", shape, o.backend.engine, cap)
     for rm in study.reward_models:
         shape = shape_of(None, rm.model)
         if shape is None or rm.kind == "synthetic":

@@ -110,6 +110,36 @@ def answer_tokens(store: Path, family: str) -> tuple[float, str]:
     return float(PRIOR_ANSWER_TOKENS), "prior"
 
 
+def _mul(*xs):
+    return None if any(x is None for x in xs) else math.prod(xs)
+
+
+def stage_hours(study: Study, params, pool, items, ckpts: int, n_var: int, sample, answer, train,
+                engine: str = "transformers") -> dict:
+    """H100-hours per stage of one family of `params`: N samples of `sample` tokens per pool problem, perplexity
+    and every RM over each variant's traces, fine-tunings on `train` tokens per example, evaluation answers of
+    `answer` tokens; None where a size is unknown. The upper bound and the expected figure differ only in those
+    lengths and the engine."""
+    s, ev, tr = study.sampling, study.evaluation, study.training
+    stages = {
+        "sampling": gpu_hours(_mul(s.n, pool, sample), "generate", params, engine),
+        "perplexity": gpu_hours(_mul(n_var, pool, sample), "score", params),
+        "training": gpu_hours(_mul(ckpts, pool, tr.epochs, train), "train", params),
+        "evaluation": gpu_hours(_mul(1 + ckpts, items, ev.k, answer), "generate", params, engine),
+    }
+    for rm in study.reward_models:
+        stages[f"rewards {rm.name}"] = gpu_hours(_mul(n_var, pool, sample), "score", params_from_name(rm.model))
+    return stages
+
+
+def _family_rows(rows: list, label: str, name: str, stages: dict) -> float:
+    """A family's stage hours and their total (unknown when a stage is) as plan rows; the known hours."""
+    known = [h for h in stages.values() if h is not None]
+    rows.append((label, ", ".join(f"{k} {_h(v)}" for k, v in stages.items())))
+    rows.append((f"  {name} total", _h(sum(known)) if len(known) == len(stages) else "unknown"))
+    return sum(known)
+
+
 def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
     """Upper bounds of the work a study asks for, in total over its families, then H100 GPU-hours per stage."""
     pool = getattr(study.problems, "size", None)
@@ -123,26 +153,24 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
     def fmt(x):
         return "unknown (size not set)" if x is None else f"{x:,.0f}"
 
-    def mul(*xs):
-        return None if any(x is None for x in xs) else math.prod(xs)
 
     rows = [
         ("problems in pool", fmt(pool)),
         (f"benchmark items ({items_from})", fmt(items)),
-        ("native samples (N x pool x families)", fmt(mul(s.n, pool, n_fam))),
-        ("  tokens to generate, at most", fmt(mul(s.n, pool, n_fam, s.max_tokens))),
+        ("native samples (N x pool x families)", fmt(_mul(s.n, pool, n_fam))),
+        ("  tokens to generate, at most", fmt(_mul(s.n, pool, n_fam, s.max_tokens))),
         ("variants", ", ".join(f"{v.name} ({v.source})" for v in variants.all_variants())),
-        (f"oracle rewrites ({n_oracle} variants x pool x families), at most", fmt(mul(n_oracle, pool, n_fam))),
-        ("  oracle tokens, at most", fmt(mul(n_oracle, pool, n_fam, o.max_tokens))),
-        ("reward scores (variants x pool x RMs x families)", fmt(mul(n_var, pool, len(study.reward_models), n_fam))),
-        ("perplexity passes (variants x pool x families)", fmt(mul(n_var, pool, n_fam))),
+        (f"oracle rewrites ({n_oracle} variants x pool x families), at most", fmt(_mul(n_oracle, pool, n_fam))),
+        ("  oracle tokens, at most", fmt(_mul(n_oracle, pool, n_fam, o.max_tokens))),
+        ("reward scores (variants x pool x RMs x families)", fmt(_mul(n_var, pool, len(study.reward_models), n_fam))),
+        ("perplexity passes (variants x pool x families)", fmt(_mul(n_var, pool, n_fam))),
         *[(f"  {v.name}: candidates scored, at most ((N - 1 samples) + {n_oracle} Oracle traces) x pool x families",
-           fmt(mul(s.n - 1 + n_oracle, pool, n_fam))) for v in variants.sources("selected")],
+           fmt(_mul(s.n - 1 + n_oracle, pool, n_fam))) for v in variants.sources("selected")],
         ("fine-tuned checkpoints", fmt(ckpts * n_fam)),
-        ("  training examples seen, at most", fmt(mul(ckpts, pool, tr.epochs, n_fam))),
+        ("  training examples seen, at most", fmt(_mul(ckpts, pool, tr.epochs, n_fam))),
         ("models evaluated (base + checkpoints) x families", fmt((1 + ckpts) * n_fam)),
-        ("eval samples ((1 + checkpoints) x items x k x families)", fmt(mul(1 + ckpts, items, ev.k, n_fam))),
-        ("  eval tokens, at most", fmt(mul(1 + ckpts, items, ev.k, n_fam, ev.max_tokens))),
+        ("eval samples ((1 + checkpoints) x items x k x families)", fmt(_mul(1 + ckpts, items, ev.k, n_fam))),
+        ("  eval tokens, at most", fmt(_mul(1 + ckpts, items, ev.k, n_fam, ev.max_tokens))),
     ]
     sizes = {name: family_size(study, name, store) for name in study.families}
     rows += [(f"family {name}", f"{lineage}, {'~' if src.startswith('architecture') else ''}{format_params(p)} "
@@ -153,22 +181,10 @@ def estimate(study: Study, store: Path) -> list[tuple[str, str]]:
     rows.append(("H100 GPU-hours, at most (transformers-backend rates, README):", ""))
     total = 0.0
     for name, p in hf.items():
-        stages = {
-            "sampling": gpu_hours(mul(s.n, pool, s.max_tokens), "generate", p),
-            "perplexity": gpu_hours(mul(n_var, pool, s.max_tokens), "score", p),
-            "training": gpu_hours(mul(ckpts, pool, tr.epochs, tr.max_length), "train", p),
-            "evaluation": gpu_hours(mul(1 + ckpts, items, ev.k, ev.max_tokens), "generate", p),
-        }
-        for rm in study.reward_models:
-            stages[f"rewards {rm.name}"] = gpu_hours(mul(n_var, pool, s.max_tokens), "score",
-                                                     params_from_name(rm.model))
-        known = [h for h in stages.values() if h is not None]
-        size = format_params(p) if p else "size unknown"
-        rows.append((f"  {name} ({size})", ", ".join(f"{k} {_h(v)}" for k, v in stages.items())))
-        rows.append((f"  {name} total", _h(sum(known)) if len(known) == len(stages) else "unknown"))
-        total += sum(known)
+        stages = stage_hours(study, p, pool, items, ckpts, n_var, s.max_tokens, ev.max_tokens, tr.max_length)
+        total += _family_rows(rows, f"  {name} ({format_params(p) if p else 'size unknown'})", name, stages)
     if o.kind == "llm":
-        oracle = gpu_hours(mul(n_oracle, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model))
+        oracle = gpu_hours(_mul(n_oracle, pool, n_fam, o.max_tokens), "generate", params_from_name(o.model))
         rows.append((f"  oracle {o.model} (all families)", _h(oracle)))
         total += oracle or 0.0
     rows.append(("  all stages, all families", _h(total)))
@@ -184,24 +200,12 @@ def expected(study: Study, store: Path, hf: dict, pool, items, ckpts: int, n_var
     rows = [("H100 GPU-hours, expected (vLLM's published rate where a family uses vLLM; answer lengths below):", "")]
     total = 0.0
     for name, p in hf.items():
-        if p is None:
-            rows.append((f"  {name}", "unknown (size unknown)"))
-            continue
         engine = study.families[name].backend.kind
         length, source = answer_tokens(store, name)
-        sample, answer = min(length, s.max_tokens), min(length, ev.max_tokens)
-        stages = {
-            "sampling": gpu_hours(s.n * pool * sample, "generate", p, engine),
-            "perplexity": gpu_hours(n_var * pool * sample, "score", p),
-            "training": gpu_hours(ckpts * pool * tr.epochs * min(tr.max_length, PRIOR_PROMPT_TOKENS + sample), "train", p),
-            "evaluation": gpu_hours((1 + ckpts) * items * ev.k * answer, "generate", p, engine),
-        }
-        for rm in study.reward_models:
-            stages[f"rewards {rm.name}"] = gpu_hours(n_var * pool * sample, "score", params_from_name(rm.model)) or 0.0
-        rows.append((f"  {name} ({engine}, answers ~{length:,.0f} tokens: {source})",
-                     ", ".join(f"{k} {_h(v)}" for k, v in stages.items())))
-        rows.append((f"  {name} total", _h(sum(stages.values()))))
-        total += sum(stages.values())
+        sample = min(length, s.max_tokens)
+        stages = stage_hours(study, p, pool, items, ckpts, n_var, sample, min(length, ev.max_tokens),
+                             min(tr.max_length, PRIOR_PROMPT_TOKENS + sample), engine)
+        total += _family_rows(rows, f"  {name} ({engine}, answers ~{length:,.0f} tokens: {source})", name, stages)
     if o.kind == "llm":
         served = o.backend is not None and o.backend.kind in ("openai", "vllm")  # vllm serve, or the engine itself
         oracle = gpu_hours(n_oracle * pool * len(hf) * min(PRIOR_ANSWER_TOKENS, o.max_tokens), "generate",

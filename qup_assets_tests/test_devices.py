@@ -16,7 +16,7 @@ import pytest
 
 from qup_assets import devices
 from qup_assets.assets.resources import ACCELERATOR, StudyResource
-from qup_assets.study import StudyError, load_study
+from qup_assets.study import StudyError, gpus, load_study
 
 HOLD = textwrap.dedent("""
     import os, sys, time
@@ -85,16 +85,16 @@ def test_a_lease_sets_and_restores_cuda_visible_devices_in_the_machines_numberin
 
 def test_paper_assigns_the_oracles_gpus_to_nobody_else():
     s = load_study("paper")
-    assert devices.student_gpus(s) == [0, 1, 2, 3]
-    assert {f: devices.gpus_needed(s, "generate", f) for f in s.families} == dict.fromkeys(s.families, 1)
-    assert devices.gpus_needed(s, "train") == 4 and devices.gpus_needed(s, "reward") == 4
-    assert devices.gpus_needed(s, "reward", reward_model="skywork-rm") == 1
-    assert devices.gpus_needed(s, "oracle") == 0  # an openai server: its GPUs are its own
+    assert gpus.student_gpus(s) == [0, 1, 2, 3]
+    assert {f: gpus.gpus_needed(s, "generate", f) for f in s.families} == dict.fromkeys(s.families, 1)
+    assert gpus.gpus_needed(s, "train") == 4 and gpus.gpus_needed(s, "reward") == 4
+    assert gpus.gpus_needed(s, "reward", reward_model="skywork-rm") == 1
+    assert gpus.gpus_needed(s, "oracle") == 0  # an openai server: its GPUs are its own
     fam = s.families["qwen2.5-math-1.5b"]  # the same student behind a server elsewhere
     remote = fam.model_copy(update={"backend": fam.backend.model_copy(update={"kind": "openai"})})
     served = s.model_copy(update={"families": {**s.families, "qwen2.5-math-1.5b": remote}})
-    assert devices.gpus_needed(served, "generate", "qwen2.5-math-1.5b") == 0
-    assert all(devices.gpus_needed(load_study("micro"), stage, "micro-qwen") == 0
+    assert gpus.gpus_needed(served, "generate", "qwen2.5-math-1.5b") == 0
+    assert all(gpus.gpus_needed(load_study("micro"), stage, "micro-qwen") == 0
                for stage in ("generate", "train", "reward", "oracle", "model"))
 
 

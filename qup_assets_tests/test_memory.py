@@ -70,13 +70,13 @@ def test_paper_lite_fits_one_80gb_gpu_in_about_an_hour():
     (vLLM's published rate, answers of the prior's length) about an hour."""
     from pathlib import Path
 
-    from qup_assets import devices
+    from qup_assets.study import gpus
     from qup_assets.plan import estimate
 
     study = load_study("paper_lite")
     rows, problems = memory.check(study)
     assert problems == [] and any("oracle Qwen/Qwen2.5-Math-7B-Instruct vLLM engine" in r[0] for r in rows)
-    assert devices.student_gpus(study) == [0] and max(n for _, n in devices.every_need(study)) == 1
+    assert gpus.student_gpus(study) == [0] and max(n for _, n in gpus.every_need(study)) == 1
     plan = dict(estimate(study, Path("/nonexistent")))
     hours = float(plan["  all stages, all families, expected"].removesuffix(" h"))
     assert 0.2 <= hours <= 1.5, plan

@@ -10,10 +10,11 @@ from typing import Iterator
 import dagster as dg
 from pydantic import PrivateAttr
 
-from qup_assets.devices import DeviceError, gpus_needed, lease, student_gpus
+from qup_assets.devices import DeviceError, lease
 from qup_assets.mathcore.verify import VerifierPool
 from qup_assets.storage.namespace import NamespaceError, claim
 from qup_assets.study import Family, Study, load_study
+from qup_assets.study.gpus import gpus_needed, student_gpus
 
 # Steps that compute on the accelerator (sampling, scoring, training, evaluation). The instance-wide `accelerator`
 # pool caps them across runs (one slot per GPU or GPU machine: dagster.yaml); inside one run the

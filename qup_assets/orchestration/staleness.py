@@ -76,9 +76,11 @@ def why_outdated(graph, instance, keys, partition: str | None) -> dict:
     return {k: todo[k] for k in keys if k in todo}
 
 
-def _changed_parent_partition(graph, instance, parent, part, storage_id, current=None) -> str | None:
+def _changed_parent_partition(graph, instance, parent, part, storage_id, current) -> str | None:
+    """Why `parent` (of the partitions an asset of `part` reads) changed since the asset's record at `storage_id`;
+    `current(key, partition)` is each parent's latest record, asked once per decision."""
     for ppart in _parent_partitions(graph, instance, parent, part):
-        now = (current or (lambda k, p: latest(instance, k, p)))(parent, ppart)
+        now = current(parent, ppart)
         if now is None:
             continue
         if now.storage_id < storage_id:
