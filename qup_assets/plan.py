@@ -128,6 +128,8 @@ def stage_hours(study: Study, params, pool, items, ckpts: int, n_var: int, sampl
         "evaluation": gpu_hours(_mul(1 + ckpts, items, ev.k, answer), "generate", params, engine),
     }
     for rm in study.reward_models:
+        if rm.kind == "symbolic_process":  # the synthetic world's checker: CPU arithmetic, no GPU
+            continue
         stages[f"rewards {rm.name}"] = gpu_hours(_mul(n_var, pool, sample), "score", params_from_name(rm.model))
     return stages
 

@@ -121,7 +121,7 @@ def small_study_text(second_family: bool = False) -> str:
     for old, new in [("name: micro", "name: micro_small"), ("size: 60, seed: 7", "size: 30, seed: 8"),
                      ("size: 20, seed: 70", "size: 10, seed: 80"),
                      ("hidden_size: 128, num_layers: 2, pretrain_problems: 1500, pretrain_steps: 300",
-                      "hidden_size: 96, num_layers: 2, pretrain_problems: 1000, pretrain_steps: 160"),
+                      "hidden_size: 96, num_layers: 2, pretrain_problems: 1000, pretrain_steps: 240"),
                      ("train_problems: 400, train_steps: 60, pretrain_steps: 60", "train_problems: 150, train_steps: 20, pretrain_steps: 20"),
                      ("objectives: [sft, dft]", "objectives: [sft]")]:
         assert old in text, old

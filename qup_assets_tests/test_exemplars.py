@@ -69,12 +69,13 @@ def test_the_exemplars_table_joins_every_variants_traces_and_the_report_reads_it
     common = read_table(micro_study.store, "common_problems", ["micro-qwen"])
     n_common = int(common["common"].sum())
     assert ex.groupby("variant").size().to_dict() == {v: n_common for v in variants.names()}
-    assert {"reward", "reward_synthetic_rm", "ppl_q1", "ppl_q4", "semantic_preservation", "edit_distance",
+    assert {"reward", "reward_synthetic_rm", "reward_process_rm", "ppl_q1", "ppl_q4", "semantic_preservation", "edit_distance",
             "n_steps", "source", "completion"} <= set(ex.columns)
     for v in ("native", "oracle_refined", "compat_selected"):
         mine = ex[ex["variant"] == v].set_index("problem_id")
         a = read_table(micro_study.store, f"{v}_adaptation", ["micro-qwen"]).set_index("problem_id")
-        r = read_table(micro_study.store, f"{v}_rewards", ["micro-qwen"]).set_index("problem_id")
+        r = read_table(micro_study.store, f"{v}_rewards", ["micro-qwen"])
+        r = r[r["reward_model"] == "synthetic-rm"].set_index("problem_id")
         assert mine["ppl"].to_dict() == pytest.approx(a.loc[mine.index, "ppl"].to_dict())
         assert mine["reward_synthetic_rm"].to_dict() == pytest.approx(r.loc[mine.index, "score"].to_dict())
         # each token's loss adds up to the trace's NLL

@@ -1,6 +1,7 @@
 """The symbolic Oracle's three tasks, the LLM Oracle's parsing/retries/caching, and hostile Oracle output."""
 
 import json
+import random
 
 import pytest
 
@@ -55,31 +56,33 @@ def test_style_align_writes_missing_steps_in_the_students_format(oracle):
     assert r.ok and r.completion == CORRECT
 
 
-def test_refine_polishes_a_share_of_the_traces_and_repairs_every_one(verifier):
-    """Refine = an Oracle's polish: every repair made, `polish_share` of the traces rewritten in the Oracle's
-    own form, the rest handed back with the repairs only; so it lies between style-aligned and synthesized."""
-    whole = SymbolicOracle(verifier, student_style="qwen", polish_share=1.0)
-    (r,) = whole.run("refine", [_item(SLIP)])
+def test_refine_polishes_every_trace_keeping_the_students_steps_and_words(verifier):
+    """Refine = the Oracle's polish of the student's trace, on every trace: every repair made, the student's steps,
+    order and words kept, the conclusion in the Oracle's answer line; so it is never the student's text
+    (Style-Aligned) nor the Oracle's own solution (Synthesized), and it lies between them."""
+    oracle = SymbolicOracle(verifier, student_style="qwen")
+    (r,) = oracle.run("refine", [_item(SLIP)])
     assert r.ok and r.repaired_steps == 2 and r.reason == "polished, repaired"
-    assert r.completion == "\\(9-3=6\\)\n\\(6\\div3=2\\)\n\\(2\\times4=8\\)\nAnswer: \\(\\boxed{8}\\)"
-    (kept,) = SymbolicOracle(verifier, student_style="qwen", polish_share=0.0).run("refine", [_item(SLIP)])
-    assert kept.completion == CORRECT and kept.reason == "repaired, wording kept"
+    assert r.completion == CORRECT.replace("The final answer is $\\boxed{8}$.", "Answer: \\(\\boxed{8}\\)")
 
-    half = SymbolicOracle(verifier, student_style="qwen", polish_share=0.5)
-    problems = generate(200, seed=12)
-    items = [OracleItem(str(i), p.problem, p.answer, get_style("qwen").render(p.program, p.items), p.program.to_json())
-             for i, p in enumerate(problems)]
-    refined = half.run("refine", items)
-    assert all(x.ok for x in refined)
-    assert 0.4 < sum(x.completion.startswith("\\(") for x in refined) / len(refined) < 0.6
-    assert half.run("refine", items) == refined  # the choice is the problem's, not the call's
-    synth = half.run("synthesize", items)
-    aligned = half.run("style_align", items)
+    rng = random.Random(3)
+    for style in ("qwen", "llama"):
+        oracle = SymbolicOracle(verifier, student_style=style)
+        problems = generate(120, seed=12)
+        items = [OracleItem(str(i), p.problem, p.answer, get_style(style).render(p.program, p.items, rng),
+                            p.program.to_json()) for i, p in enumerate(problems)]
+        refined, synth, aligned = (oracle.run(task, items) for task in ("refine", "synthesize", "style_align"))
+        assert all(x.ok for x in refined)
+        assert oracle.run("refine", items) == refined
+        for it, x, s_, a in zip(items, refined, synth, aligned):
+            assert x.completion not in (s_.completion, a.completion)
+            assert [(p.a, p.op, p.b, p.r) for p in parse_steps(x.completion)] == \
+                [(p.a, p.op, p.b, p.r) for p in parse_steps(it.native)]
 
-    def mean_distance(results):
-        return sum(normalized_edit_distance(it.native, x.completion) for it, x in zip(items, results)) / len(items)
+        def mean_distance(results):
+            return sum(normalized_edit_distance(it.native, x.completion) for it, x in zip(items, results)) / len(items)
 
-    assert mean_distance(aligned) < mean_distance(refined) < mean_distance(synth)
+        assert mean_distance(aligned) < mean_distance(refined) < mean_distance(synth)
 
 
 def test_without_a_program_arithmetic_is_checked_and_propagated(verifier):

@@ -206,3 +206,75 @@ def test_several_reward_models_count_equally_whatever_their_scale():
     assert z["oracle"] == pytest.approx(z["native"])  # z-scored: the RMs disagree equally, so they cancel
     one = {v: df[df["reward_model"] == "big"] for v, df in rewards.items()}  # one RM: its raw scores
     assert combined_reward(one)["oracle"]["score"].tolist() == [1000.0, 2000.0, 3000.0]
+
+
+def test_the_verdict_is_given_under_each_reward_model_and_says_when_they_disagree(tmp_path):
+    """Two RMs on the same data: one anti-ranks accuracy (the paper's shape), the other is its mirror image."""
+    from dataclasses import replace
+
+    from qup_assets.report.render import markdown
+    from qup_assets.report.reward_models import by_reward_model, reward_model_lines, verdict_by_reward_model
+
+    shape = dict(reward_means=[1.47, 1.70, 1.88, 1.78, 1.37], ppl_means=[1.52, 1.85, 2.69, 2.2, 1.46],
+                 acc_means=[0.37, 0.34, 0.30, 0.31, 0.39])
+    fams = [_family(f, **shape, n_problems=100, n_items=200, seed=i) for i, f in enumerate(["qwen", "llama"])]
+    mirrored = [replace(f, rewards=-f.rewards) for f in fams]
+    corrs = correlations(fams, ["dft"], samples=100, seed=0)  # the headline (its PPL correlation is reused)
+    table = verdict_by_reward_model({"outcome-rm": fams, "mirror-rm": mirrored}, corrs, ["dft"], 100, 0)
+    states = dict(zip(table["reward_model"], table["state"]))
+    assert states == {"outcome-rm": "strong", "mirror-rm": "absent"}
+    assert set(table["scope"]) == {"pooled"} and set(table["n_points"]) == {10}
+    lines = reward_model_lines(table)
+    assert lines[0] == "The verdict depends on the reward model: strong under outcome-rm; absent under mirror-rm."
+    assert lines[2].startswith("- mirror-rm: absent (rho(reward, accuracy) = +")
+    agree = verdict_by_reward_model({"a": fams, "b": fams}, corrs, ["dft"], 100, 0)
+    assert reward_model_lines(agree)[0] == "The verdict is the same under each of the 2 reward models: strong."
+    # one RM: the headline is its own, and the sentence says there is nothing to compare it with
+    alone = verdict_by_reward_model({"a": fams}, corrs, ["dft"], 100, 0)
+    assert alone["rho"].iloc[0] == next(c.rho for c in corrs if (c.scope, c.x, c.method) == ("pooled", "reward", "spearman"))
+    assert reward_model_lines(alone)[0].startswith("One reward model (a): strong;")
+    # the long reward tables split by RM, raw scores kept
+    long = pd.DataFrame({"model_family": "f", "problem_id": ["p0", "p0"], "reward_model": ["b", "a"], "score": [5.0, -1.0]})
+    split = by_reward_model({"native": long})
+    assert list(split) == ["a", "b"] and split["b"]["native"]["score"].tolist() == [5.0]
+    rep = _report_for(tmp_path)
+    rep.rm_verdicts, rep.rm_lines = table, lines
+    md = markdown(rep, str)
+    assert "**Under each reward model alone**" in md and lines[0] in md and lines[1] in md
+    assert md.index(lines[0]) > md.index("## Verdict")
+
+
+def test_identical_texts_are_counted_per_family_and_pair_on_the_problems_both_have():
+    from qup_assets.report.texts import identical_display, identical_shares
+
+    def traces(fam_texts):
+        return pd.DataFrame([{"model_family": f, "problem_id": p, "completion": t} for f, p, t in fam_texts])
+
+    native = traces([("q", "p1", "a"), ("q", "p2", "b"), ("q", "p3", "c"), ("q", "p4", "d"), ("l", "p1", "x")])
+    refined = traces([("q", "p1", "a"), ("q", "p2", "B"), ("q", "p3", "c"), ("q", "p4", None), ("q", "p9", "z"),
+                      ("l", "p1", "x ")])  # p4: a failed rewrite (no text), p9: native has none
+    aligned = traces([("q", "p1", "a"), ("l", "p1", "x")])
+    shares = identical_shares({"native": native, "oracle_refined": refined, "style_aligned": aligned})
+    got = {(r.model_family, r.variant, r.versus): (r.common, r.identical) for r in shares.itertuples()}
+    assert got == {("l", "native", "oracle_refined"): (1, 0), ("l", "native", "style_aligned"): (1, 1),
+                   ("l", "oracle_refined", "style_aligned"): (1, 0), ("q", "native", "oracle_refined"): (3, 2),
+                   ("q", "native", "style_aligned"): (1, 1), ("q", "oracle_refined", "style_aligned"): (1, 1)}
+    shown = identical_display(shares).set_index("pair")
+    assert shown.loc["SLM-RFT (native) / Oracle-Refined", "q"] == "66.7% of 3"
+    assert list(shown.columns) == ["l", "q"] and len(shown) == 3
+
+
+def test_wrong_steps_behind_right_answers_are_read_from_style_aligned_repairs():
+    from qup_assets.report.texts import wrong_step_lines
+
+    native = pd.DataFrame({"model_family": ["q"] * 4 + ["l"], "problem_id": ["p1", "p2", "p3", "p4", "p1"],
+                           "completion": "t"})
+    aligned = pd.DataFrame({"model_family": ["q"] * 4, "problem_id": ["p1", "p2", "p3", "p4"],
+                            "correct": [True, True, True, False], "repaired_steps": [2, 0, 1, 3],
+                            "oracle": "symbolic"})
+    lines = wrong_step_lines({"native": native, "style_aligned": aligned})
+    assert lines[0].startswith("- l: cannot be computed")
+    assert lines[1] == ("- q: 66.7% of the verified-correct native traces (SLM-RFT's training data) contain a wrong "
+                        "step (2 of 3: the Style-Aligned rewrites in which symbolic repaired at least one step; 1 "
+                        "without a verified rewrite left out).")
+    assert "cannot be computed" in wrong_step_lines({"native": native})[0]

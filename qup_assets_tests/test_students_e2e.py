@@ -65,7 +65,7 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
 
     # Perceived quality and adaptation cost side by side, per family and variant.
     union = " union all ".join(
-        f"select '{v}' variant, (select avg(score) from {v}_rewards) reward, "
+        f"select '{v}' variant, (select avg(score) from {v}_rewards where reward_model = 'synthetic-rm') reward, "
         f"(select exp(sum(nll) / sum(n_tokens)) from {v}_adaptation) ppl"
         for v in ["native", "oracle_refined", "oracle_synthesized", "reference", "style_aligned"])
     assert main(["sql", union, "--format", "json"]) == 0
@@ -73,6 +73,9 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert side["oracle_synthesized"]["reward"] > side["native"]["reward"]  # the RM prefers the Oracle
     assert side["oracle_synthesized"]["ppl"] > side["style_aligned"]["ppl"]  # the student does not
     assert _meta(instance, "reward_model")["synthetic-rm/heldout_pair_accuracy"].value > 0.5
+    # The world's process RM: its ProcessBench F1 on the world's solutions near the published one it is calibrated to
+    assert abs(_meta(instance, "reward_model")["process-rm/f1"].value - 82.4) < 3
+    assert "process-rm/p_correct_over_wrong" in _meta(instance, "rm_diagnostics")
     assert "| token |" in _meta(instance, "oracle_refined_adaptation")["loss_attribution"].value
 
     # Utility: every variant has sft and dft checkpoints and Avg@k with a CI per benchmark and objective.

@@ -97,6 +97,15 @@ BAD = {
                   "base_url: 'http://o/v1'}}\n",
         ["oracle.max_tokens 4096", "do not fit its context of 4096 (oracle.max_model_len)",
          "lower oracle.max_tokens to 1024"]),
+    "process_rm_with_a_model": (MINIMAL + "reward_models: [{name: p, kind: symbolic_process, model: m}]\n",
+                                ["'symbolic_process' reward model is the synthetic world's own checker"]),
+    "process_rm_on_hub_problems": (
+        MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: local, path: x.jsonl}")
+        + "reward_models: [{name: p, kind: symbolic_process}]\n", ["checks the synthetic world's problems", "'local'"]),
+    "error_scale_on_a_learned_rm": (MINIMAL + "reward_models: [{name: r, kind: synthetic, error_scale: 2}]\n",
+                                    ["settings of a 'symbolic_process' reward model"]),
+    "no_headline_rm": (MINIMAL + "reward_models: [{name: p, kind: symbolic_process, headline: false}]\n",
+                       ["at least one must carry the headline verdict"]),
     "not_yaml": ("name: [unclosed\n", ["not valid YAML"]),
     "not_mapping": ("- just\n- a list\n", ["must be a YAML mapping"]),
     "local_bad_suffix": (MINIMAL.replace("{kind: synthetic, size: 10}", "{kind: local, path: x.csv}"), ["problems.local.path", ".jsonl"]),

@@ -4,7 +4,9 @@ import pytest
 
 from qup_assets.mathcore.extract import extract_answer
 from qup_assets.oracle.symbolic import parse_steps
-from qup_assets.world.generator import Program, Step, generate
+import random
+
+from qup_assets.world.generator import Program, Step, generate, value_cap
 from qup_assets.world.styles import STYLES, get_style
 
 
@@ -21,9 +23,11 @@ def test_generation_is_deterministic_in_its_arguments_and_respects_the_knobs():
             assert s.op != "div" or v % s.arg == 0  # divisions are exact
 
 
-def test_values_stay_below_the_generators_cap_even_on_long_programs():
+def test_values_stay_in_gsm8k_range_even_on_long_programs():
+    """Products and quotients stay below the cap; only additions can pass it (by at most one operand each)."""
     for p in generate(1000, seed=1, min_steps=6, max_steps=8, max_operand=9):
-        assert max(p.program.values()) <= max(100, 10 * 9 * 9)  # what a small student can carry
+        assert max(p.program.values()) <= value_cap(9) + 8 * 9
+    assert value_cap(20) == 100
 
 
 def test_the_story_and_the_textbook_solution_tell_the_program():
@@ -89,3 +93,35 @@ def test_every_mistake_is_a_wrong_solution_in_the_writers_own_words(verifier, wr
         assert (sum(oks) <= 4) if m == "garbled" else not any(oks), (m, bad[:2])
     right = verifier.verify_many([(p.answer, write(writer, p, *correct_chain(p.program))) for p in problems])
     assert all(r.correct for r in right)
+
+
+@pytest.mark.parametrize("style", ["qwen", "llama"])
+def test_a_students_style_allows_harmless_variety(style):
+    """A student writing one solution eight times phrases it several ways; every phrasing carries the same steps
+    and answer, and without a random source the writer's first phrasing (deterministic)."""
+    s = get_style(style)
+    rng = random.Random(0)
+    for p in generate(20, seed=13, min_steps=2, max_steps=4):
+        texts = [s.render(p.program, p.items, rng) for _ in range(8)]
+        assert len(set(texts)) >= 3
+        canonical = [(x.a, x.op, x.b, x.r) for x in parse_steps(s.render(p.program, p.items))]
+        for t in texts:
+            assert [(x.a, x.op, x.b, x.r) for x in parse_steps(t)] == canonical, t
+            assert extract_answer(t).answer == p.answer, t
+    assert s.render(p.program, p.items) == s.render(p.program, p.items)
+    oracle = get_style("oracle")
+    assert len({oracle.render(p.program, p.items, rng) for _ in range(8)}) == 1  # the Oracle writes one form
+
+
+def test_a_students_mistakes_carry_its_wrong_work_to_its_answer():
+    """The wrong solutions in a student's corpus are a reasoner's: the answer is the last result of the work, so
+    a right answer never rests on a wrong step (the RM's pairs keep the others)."""
+    from qup_assets.world.mistakes import STUDENT_MISTAKES, correct_chain, wrong_chain
+
+    rng = random.Random(1)
+    for p in generate(60, seed=17, min_steps=2, max_steps=4):
+        for m in STUDENT_MISTAKES:
+            start, steps, answer = wrong_chain(p.program, m, rng)
+            assert steps and answer == steps[-1][3] != p.program.answer
+            assert all(a == prev for (a, *_), (*_, prev) in zip(steps[1:], steps)), (m, steps)  # carried on
+            assert steps != correct_chain(p.program)[1]

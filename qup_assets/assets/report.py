@@ -37,7 +37,7 @@ def build_exemplars_asset() -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=model_family,
         group_name="report",
-        code_version="1",
+        code_version="2",
         kinds={"parquet", "duckdb"},
         ins=ins,
         description="One row per (variant, common problem) of the family: the problem's step count and source, the "
@@ -45,11 +45,12 @@ def build_exemplars_asset() -> dg.AssetsDefinition:
         "the student, semantic preservation and edit distance to native, its text and each token's loss. The "
         "DuckDB view `exemplars` (qup sql) is this table.",
     )
-    def exemplars(context: dg.AssetExecutionContext, problem_pool: pd.DataFrame,
+    def exemplars(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
                   **inputs: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         family = context.partition_key
         table = {kind: {v: inputs[f"{v}_{kind}"] for v in variants} for kind in ("traces", "adaptation", "rewards")}
-        df = exemplar_table(family, table["traces"], table["adaptation"], table["rewards"], problem_pool)
+        df = exemplar_table(family, table["traces"], table["adaptation"], table["rewards"], problem_pool,
+                            study.load())
         within = within_variant_correlations(df, 200, 0)
         top = disagreements(df)
         top = top[[c for c in top.columns if not c.startswith(("tokens_", "token_nll_", "text_"))]]
@@ -75,7 +76,7 @@ def build_report_asset() -> dg.AssetsDefinition:
 
     @dg.asset(
         group_name="report",
-        code_version="3",
+        code_version="4",
         kinds={"markdown", "html"},
         ins=ins,
         automation_condition=REFRESH,
@@ -83,7 +84,9 @@ def build_report_asset() -> dg.AssetsDefinition:
         "Table 2 (global and quartile perplexity, reward, semantic preservation, accuracy), reward-model diagnostics "
         "(does each RM tell the family's correct samples from its wrong ones?), Spearman and Kendall rank "
         "correlations of reward and of PPL with accuracy (per family and pooled, bootstrap intervals), a verdict "
-        "generated from those intervals, plots, and the paper's published numbers for reference. Written to "
+        "generated from those intervals and the same under each reward model alone (metadata verdict/<rm>), the "
+        "share of identical texts between variants, the wrong steps behind the native traces' right answers, plots, "
+        "and the paper's published numbers for reference. Written to "
         "QUP_STORE/studies/{study name}/report/ as Markdown, CSVs, PNGs and one self-contained HTML page.",
     )
     def paradox_report(context: dg.AssetExecutionContext, study: StudyResource, **inputs: pd.DataFrame) -> dg.Output[dict]:
@@ -98,10 +101,13 @@ def build_report_asset() -> dg.AssetsDefinition:
         rep = build_report(s, inputs, families, excluded)
         out = report_dir(study.store)
         paths = write_report(rep, out)
-        for line in rep.verdict:
+        for line in rep.verdict + rep.rm_lines[:1]:
             context.log.info(line)
+        by_rm = dict(zip(rep.rm_verdicts["reward_model"], rep.rm_verdicts["state"])) if len(rep.rm_verdicts) else {}
         context.add_output_metadata({
-            "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + [""] + rep.gaps + [""] + rep.rft)),
+            "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + rep.rm_lines[:1] + ["\n".join(rep.rm_lines[1:])]
+                                                       + rep.gaps + [""] + rep.rft)),
+            **{f"verdict/{rm}": state for rm, state in by_rm.items()},
             "report": dg.MetadataValue.md(markdown(rep, lambda n: data_uri(rep.plots[n]))),
             "table1": md_table(table1_display(rep), max_rows=40, width=40),
             "families": ", ".join(families),
@@ -110,6 +116,6 @@ def build_report_asset() -> dg.AssetsDefinition:
             "report_dir": dg.MetadataValue.path(str(out)),
         })
         return versioned({"study": s.name, "families": families, "excluded": excluded, "verdict": rep.verdict,
-                          "files": sorted(str(p) for p in paths.values())})
+                          "verdict_by_reward_model": by_rm, "files": sorted(str(p) for p in paths.values())})
 
     return paradox_report

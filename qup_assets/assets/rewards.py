@@ -14,6 +14,7 @@ from qup_assets.backends.hub import resolve_model
 from qup_assets.problems.sources import world_difficulty
 from qup_assets.reward.diagnostics import DIAGNOSTIC_COLUMNS, diagnose, diagnostic_samples
 from qup_assets.reward.scorers import score_traces
+from qup_assets.reward.process import process_rm_record
 from qup_assets.reward.synthetic import provide_reward_model
 from qup_assets.storage.tables import artifact_dir
 from qup_assets.variants import Variant
@@ -21,15 +22,17 @@ from qup_assets.variants import Variant
 
 @dg.asset(
     group_name="reward_models",
-    code_version="2",
+    code_version="3",
     kinds={"pytorch"},
     **ACCELERATOR,
     description="The study's reward models, resolved. A `synthetic` RM is trained here as real outcome RMs are: a "
     "language-model backbone pretrained on every writer's correct solutions, then a Bradley-Terry head on "
     "preference pairs, most of them right vs wrong within one writer's style (students' mistakes: slips, misread "
-    "operands, skipped steps, broken text...), some both right with the Oracle's style preferred 70% of the time. "
-    "Copied from the shipped folder in data/world when its recipe matches (`qup world build`). Others are HF "
-    "folders resolved offline.",
+    "operands, skipped steps, broken text...), some both right with the Oracle's style preferred 70% of the time: "
+    "what it learns is measured in rm_diagnostics. Copied from the shipped folder in data/world when its recipe "
+    "matches (`qup world build`). A `symbolic_process` RM is the world's process RM: it checks every step against "
+    "the problem and misjudges steps at a published PRM's ProcessBench error rates (its F1 on a labelled set of "
+    "the world's solutions is measured here beside the published one). Others are HF folders resolved offline.",
 )
 def reward_model(context: dg.AssetExecutionContext, study: StudyResource, problem_pool: pd.DataFrame,
                  benchmarks: pd.DataFrame) -> dg.Output[dict]:
@@ -38,6 +41,11 @@ def reward_model(context: dg.AssetExecutionContext, study: StudyResource, proble
     meta: dict = {}
     exclude = set(problem_pool["problem_id"]) | set(benchmarks["problem_id"])
     for rm in s.reward_models:
+        if rm.kind == "symbolic_process":
+            out[rm.name], calibration = process_rm_record(rm, world_difficulty(s))
+            meta[f"{rm.name}/processbench"] = dg.MetadataValue.md(calibration)
+            meta[f"{rm.name}/f1"] = dg.MetadataValue.float(out[rm.name]["f1"])
+            continue
         if rm.kind != "synthetic":
             try:
                 path = resolve_model(rm.model)

@@ -70,7 +70,7 @@ def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
         name=f"{variant.name}_traces",
         partitions_def=model_family,
         group_name=variant.group,
-        code_version=f"2-{PROMPT_VERSIONS[task]}" if task else "2",
+        code_version=f"3-{PROMPT_VERSIONS[task]}" if task else "3",
         kinds={"parquet"},
         **(ACCELERATOR if task else {}),
         description=variant.description + " One row per native trace (same problem ids); failures are kept with "

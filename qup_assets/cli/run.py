@@ -148,7 +148,7 @@ def print_report(report: Path) -> None:
     print("Table 1 (mean reward and Avg@k with 95% CIs):\n")
     print((report / "headline.txt").read_text(encoding="utf-8"))
     print()
-    for line in verdict["verdict"]:
+    for line in verdict["verdict"] + verdict.get("by_reward_model", []):  # a report from before: no per-RM lines
         print(line)
     print(f"\nreport: {report / 'report.md'}\n        {report / 'report.html'}")
 

@@ -36,7 +36,7 @@ def open_study_oracle(study: Study, family: Family, verifier, cache_dir: Path, s
     o = study.oracle
     if o.kind == "symbolic":
         style = family.student.style if family.student.kind == "synthetic" else None
-        return SymbolicOracle(verifier, student_style=style, polish_share=o.polish_share)
+        return SymbolicOracle(verifier, student_style=style)
     chat = None
     if o.backend.kind == "openai":
         lm = open_lm(o.backend, o.model)

@@ -96,6 +96,13 @@ class FamilyData:
                           None if self.base is None else self.base[mask], self.items[mask])
 
 
+def headline_rewards(rewards: dict[str, pd.DataFrame], study) -> dict[str, pd.DataFrame]:
+    """Only the scores of the study's headline RMs: a sensitivity RM (`headline: false`) gets its own verdict,
+    never a share of the combined reward."""
+    names = {rm.name for rm in study.reward_models if rm.headline}
+    return {v: df[df["reward_model"].isin(names)] for v, df in rewards.items()}
+
+
 def combined_reward(rewards: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """One reward per (family, problem) per variant, for the correlations, Table 2 and the plots. With one
     RM, its raw score. With several, the mean of each RM's z-score (over all of the family's variants and
@@ -212,22 +219,31 @@ def correlations(fams: list[FamilyData], objectives: list[str], samples: int, se
     scopes = [(f.family, [f]) for f in fams] + ([("pooled", fams)] if len(fams) > 1 else [])
     for scope, group in scopes:
         for objs in [[o] for o in objectives] + ([objectives] if len(objectives) > 1 else []):
-            label = objs[0] if len(objs) == 1 else "all"
-            rew, ppl, acc = _points(group, objs, None)
-            rng = np.random.default_rng(seed)
-            boot = {k: [] for k in ("reward/spearman", "reward/kendall", "ppl/spearman", "ppl/kendall")}
-            for _ in range(samples):
-                br, bp, ba = _points(group, objs, {}, rng)
-                boot["reward/spearman"].append(spearman(br, ba))
-                boot["reward/kendall"].append(kendall(br, ba))
-                boot["ppl/spearman"].append(spearman(bp, ba))
-                boot["ppl/kendall"].append(kendall(bp, ba))
-            for key, vals in boot.items():
-                x, method = key.split("/")
-                point = (spearman if method == "spearman" else kendall)(rew if x == "reward" else ppl, acc)
-                vals = np.array([v for v in vals if not math.isnan(v)])
-                lo, hi = (np.quantile(vals, [0.025, 0.975]) if len(vals) else (float("nan"), float("nan")))
-                out.append(Correlation(scope, label, x, method, point, float(lo), float(hi), len(acc)))
+            out += scope_correlations(scope, group, objs, samples, seed)
+    return out
+
+
+def scope_correlations(scope: str, group: list[FamilyData], objs: list[str], samples: int,
+                       seed: int) -> list[Correlation]:
+    """The four correlations of one scope and objective set. The draws depend on the seed and the arrays'
+    shapes only, so another reward on the same families is judged on the very same draws."""
+    label = objs[0] if len(objs) == 1 else "all"
+    rew, ppl, acc = _points(group, objs, None)
+    rng = np.random.default_rng(seed)
+    boot = {k: [] for k in ("reward/spearman", "reward/kendall", "ppl/spearman", "ppl/kendall")}
+    for _ in range(samples):
+        br, bp, ba = _points(group, objs, {}, rng)
+        boot["reward/spearman"].append(spearman(br, ba))
+        boot["reward/kendall"].append(kendall(br, ba))
+        boot["ppl/spearman"].append(spearman(bp, ba))
+        boot["ppl/kendall"].append(kendall(bp, ba))
+    out = []
+    for key, vals in boot.items():
+        x, method = key.split("/")
+        point = (spearman if method == "spearman" else kendall)(rew if x == "reward" else ppl, acc)
+        vals = np.array([v for v in vals if not math.isnan(v)])
+        lo, hi = (np.quantile(vals, [0.025, 0.975]) if len(vals) else (float("nan"), float("nan")))
+        out.append(Correlation(scope, label, x, method, point, float(lo), float(hi), len(acc)))
     return out
 
 
@@ -290,14 +306,21 @@ def paradox_state(r: Correlation, p: Correlation) -> str:
     return "inconclusive"
 
 
-def verdict(corrs: list[Correlation], objectives: list[str]) -> list[str]:
-    """Sentences that state what the intervals support; the headline scope is pooled (else the one family)."""
-    by = {(c.scope, c.objective, c.x, c.method): c for c in corrs}
+def headline(corrs: list[Correlation], objectives: list[str]) -> tuple[str, str] | None:
+    """(scope, objective) the verdict is read at: pooled (else the one family), all objectives (else the one)."""
     scopes = sorted({c.scope for c in corrs}, key=lambda s: (s != "pooled", s))
     if not scopes:
+        return None
+    return scopes[0], "all" if any(c.scope == scopes[0] and c.objective == "all" for c in corrs) else objectives[0]
+
+
+def verdict(corrs: list[Correlation], objectives: list[str]) -> list[str]:
+    """Sentences that state what the intervals support; the headline scope is pooled (else the one family)."""
+    head = headline(corrs, objectives)
+    if head is None:
         return ["Not enough data for a verdict: no family has rewards, perplexities and accuracies for every variant."]
-    scope = scopes[0]
-    obj = "all" if (scope, "all", "reward", "spearman") in by else objectives[0]
+    scope, obj = head
+    by = {(c.scope, c.objective, c.x, c.method): c for c in corrs}
     r, p = by[(scope, obj, "reward", "spearman")], by[(scope, obj, "ppl", "spearman")]
 
     def reward_says():

@@ -10,6 +10,7 @@ import pandas as pd
 from qup_assets import variants
 from qup_assets.report.analysis import (
     combined_reward,
+    headline_rewards,
     correlation_table,
     correlations,
     family_data,
@@ -22,11 +23,13 @@ from qup_assets.report.analysis import (
 from qup_assets.report.breakdown import by_difficulty, selection_sentences, size_sentences, size_table, study_pairs
 from qup_assets.report.exemplars import by_steps, disagreements, within_variant_correlations
 from qup_assets.report.render import Report, make_plots
+from qup_assets.report.reward_models import by_reward_model, reward_model_lines, verdict_by_reward_model
 from qup_assets.report.tables import grid_table, reward_distribution, table1, table2
+from qup_assets.report.texts import identical_shares, wrong_step_lines
 from qup_assets.study import Study
 
 # The tables per variant the report reads (`{variant}_{kind}`), besides base_eval, base_per_problem, rm_diagnostics.
-KINDS = ("rewards", "adaptation", "checkpoints", "eval", "per_problem")
+KINDS = ("traces", "rewards", "adaptation", "checkpoints", "eval", "per_problem")
 
 
 def family_sizes(base_models: dict[str, dict], families: list[str]) -> dict[str, tuple[str, float | None]]:
@@ -63,8 +66,9 @@ def report_families(study: Study, tables: dict[str, pd.DataFrame]) -> tuple[list
 
 
 def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[str], excluded: list[str]) -> Report:
-    """`tables`: `{variant}_{kind}` for every variant and KINDS, plus base_eval, base_per_problem, rm_diagnostics,
-    and (optional) benchmarks, exemplars and base_model ({family: its base_model value})."""
+    """`tables`: `{variant}_{kind}` for every variant and KINDS (traces optional), plus base_eval,
+    base_per_problem, rm_diagnostics, and (optional) benchmarks, exemplars and base_model ({family: its
+    base_model value})."""
     tr, ev = study.training, study.evaluation
     tables = {k: df[df["model_family"].isin(families)] if "model_family" in df else df for k, df in tables.items()}
     names = variants.names()
@@ -75,10 +79,19 @@ def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[s
     per_problem = {v: tables[f"{v}_per_problem"] for v in [*names, "base"]}
     objectives = list(tr.objectives)
     samples = min(ev.bootstrap_samples, 1000)
-    scored = combined_reward(rewards)  # one reward per trace: several RMs z-scored first (Table 1 keeps them raw)
-    fams = [f for f in (family_data(name, scored, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
-                        for name in families) if f]
+    # one reward per trace from the headline RMs (several: z-scored first; Table 1 keeps every RM raw)
+    scored = combined_reward(headline_rewards(rewards, study))
+
+    def aligned(r: dict[str, pd.DataFrame]) -> list:
+        """The families' aligned arrays under reward `r` (a family lacking some variant's data left out)."""
+        return [f for f in (family_data(name, r, adaptation, per_problem, objectives, tr.lr, tr.batch_size)
+                            for name in families) if f]
+
+    fams = aligned(scored)
     corrs = correlations(fams, objectives, samples, ev.seed)
+    rm_verdicts = verdict_by_reward_model({rm: aligned(r) for rm, r in by_reward_model(rewards).items()}, corrs,
+                                          objectives, samples, ev.seed)
+    traces = {v: tables[f"{v}_traces"] for v in names if f"{v}_traces" in tables}
     diffs = paired_differences(fams, objectives, samples, ev.seed, pairs=study_pairs())
     sizes = family_sizes(tables.get("base_model") or {}, families)
     exemplars = tables.get("exemplars", pd.DataFrame())
@@ -101,6 +114,8 @@ def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[s
         disagreements=disagreements(exemplars) if len(exemplars) else pd.DataFrame(),
         within=within_variant_correlations(exemplars, min(samples, 500), ev.seed) if len(exemplars) else pd.DataFrame(),
         exemplar_steps=by_steps(exemplars) if len(exemplars) else pd.DataFrame(),
+        rm_verdicts=rm_verdicts, rm_lines=reward_model_lines(rm_verdicts),
+        identical=identical_shares(traces), wrong_steps=wrong_step_lines(traces),
     )
     rep.plots = make_plots(rep)
     return rep

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from qup_assets import variants
-from qup_assets.report.analysis import combined_reward, spearman
+from qup_assets.report.analysis import combined_reward, headline_rewards, spearman
 
 EXEMPLAR_COLUMNS = ["model_family", "problem_id", "variant", "n_steps", "source", "reward", "nll", "n_tokens", "ppl",
                     "ppl_q1", "ppl_q2", "ppl_q3", "ppl_q4", "semantic_preservation", "edit_distance", "completion",
@@ -28,10 +28,11 @@ def reward_column(rm: str) -> str:
 
 
 def exemplar_table(family: str, traces: dict[str, pd.DataFrame], adaptation: dict[str, pd.DataFrame],
-                   rewards: dict[str, pd.DataFrame], problems: pd.DataFrame) -> pd.DataFrame:
+                   rewards: dict[str, pd.DataFrame], problems: pd.DataFrame, study=None) -> pd.DataFrame:
     """One row per (variant, common problem) of one family: EXEMPLAR_COLUMNS plus one `reward_<rm>` column per
-    RM. `reward` is the report's combined reward (one RM: its score; several: the mean of z-scores)."""
-    combined = combined_reward(rewards)
+    RM. `reward` is the report's combined reward (one RM: its score; several: the mean of z-scores of the
+    `study`'s headline RMs)."""
+    combined = combined_reward(headline_rewards(rewards, study) if study is not None else rewards)
     facts = problems.set_index("problem_id")[["n_steps", "source"]]
     frames = []
     for v in [v for v in variants.names() if v in adaptation]:

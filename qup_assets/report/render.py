@@ -14,7 +14,13 @@ from qup_assets.common import write_json_atomic
 from qup_assets.markdown import markdown_table
 from qup_assets.report.analysis import paper_table
 from qup_assets.report.plotting import OBJ_MARKERS, png
-from qup_assets.report.sections import exemplars_html, section_files, sections_markdown, size_plot
+from qup_assets.report.sections import (
+    exemplars_html,
+    section_files,
+    sections_markdown,
+    size_plot,
+    verdict_by_rm_markdown,
+)
 
 FAMILY_STYLES = ["-", "--", ":", "-."]
 
@@ -52,6 +58,10 @@ class Report:
     disagreements: pd.DataFrame = field(default_factory=pd.DataFrame)  # exemplars.disagreements
     within: pd.DataFrame = field(default_factory=pd.DataFrame)  # exemplars.within_variant_correlations
     exemplar_steps: pd.DataFrame = field(default_factory=pd.DataFrame)  # exemplars.by_steps
+    rm_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # reward_models.verdict_by_reward_model
+    rm_lines: list[str] = field(default_factory=list)  # reward_models.reward_model_lines
+    identical: pd.DataFrame = field(default_factory=pd.DataFrame)  # texts.identical_shares
+    wrong_steps: list[str] = field(default_factory=list)  # texts.wrong_step_lines
 
 
 # ---------------------------------------------------------------- plots
@@ -262,6 +272,7 @@ def markdown(rep: Report, image_src) -> str:
         *_family_lines(rep),
         "## Verdict",
         "\n\n".join(rep.verdict),
+        *verdict_by_rm_markdown(rep),
         "**Does Style-Aligned Refinement close the gap?** (macro Avg@k difference, paired bootstrap over benchmark items)",
         "\n".join(rep.gaps) or "(no style-aligned results yet)",
         *(["**Does choosing data by the learner's perplexity beat choosing it by reward?** (each selected "
@@ -337,7 +348,8 @@ def write_report(rep: Report, out_dir: Path) -> dict[str, Path]:
     put("report.html", html_page(rep).encode())
     paths["verdict.json"] = write_json_atomic({"verdict": rep.verdict, "gaps": rep.gaps, "rft": rep.rft,
                                                "selection": rep.selection, "sizes": rep.size_lines,
-                                               "difficulty": rep.difficulty_lines}, out_dir / "verdict.json")
+                                               "difficulty": rep.difficulty_lines, "by_reward_model": rep.rm_lines,
+                                               "wrong_steps": rep.wrong_steps}, out_dir / "verdict.json")
     return paths
 
 

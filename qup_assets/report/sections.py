@@ -1,4 +1,5 @@
-"""The report's sections beyond the paper: the paradox by size and by difficulty, and the exemplars where
+"""The report's sections beyond the paper: the verdict under each reward model, the paradox by size and by
+difficulty, the variants' texts (identical shares, wrong steps behind right answers), and the exemplars where
 reward and perplexity disagree (their Markdown, the size plot, the highlighted side-by-side HTML, the CSVs).
 
 Model text reaches the HTML here without markdown-it in between, so every piece of it goes through
@@ -18,6 +19,7 @@ from qup_assets.markdown import markdown_table
 from qup_assets.report.breakdown import size_pairs
 from qup_assets.report.exemplars import readable
 from qup_assets.report.plotting import OBJ_MARKERS, png
+from qup_assets.report.texts import identical_display
 
 HIGHLIGHT_TOKENS = 8  # per trace, the tokens with the largest loss are marked
 
@@ -59,9 +61,36 @@ def size_plot(rep) -> bytes | None:
     return png(fig)
 
 
+def verdict_by_rm_markdown(rep) -> list[str]:
+    """Below the verdict: whether it is the same under every reward model, and each RM's own state."""
+    if not rep.rm_lines:
+        return []
+    head = rep.rm_verdicts.iloc[0]
+    where = "pooled over families" if head["scope"] == "pooled" else head["scope"]
+    return [f"**Under each reward model alone** (its raw scores; {where}, "
+            f"{'SFT and DFT' if head['objective'] == 'all' else head['objective'].upper()}; the same bootstrap "
+            "draws and rho(PPL, accuracy) as above):", rep.rm_lines[0], "\n".join(rep.rm_lines[1:])]
+
+
+def texts_markdown(rep) -> list[str]:
+    """The variants' texts: wrong steps behind the native traces' right answers, identical texts between variants."""
+    parts = []
+    if rep.wrong_steps:
+        parts += ["## Wrong steps behind right answers",
+                  "How many of SLM-RFT's verified-correct training traces reach their answer through a wrong step, "
+                  "read from Style-Aligned (the native trace with its wrong steps repaired by the Oracle; "
+                  "`repaired_steps` > 0 means the native trace had one):", "\n".join(rep.wrong_steps)]
+    if not rep.identical.empty:
+        parts += ["## Identical texts between variants",
+                  "Per family and pair of variants, the share of the problems both have a trace for on which the "
+                  "two completions are byte-identical (a pair that is mostly identical trains on nearly the same "
+                  "data):", _md(identical_display(rep.identical))]
+    return parts
+
+
 def sections_markdown(rep, image_src) -> list[str]:
     """The Markdown blocks of the sections beyond the paper (empty where the study lacks their data)."""
-    parts = []
+    parts = texts_markdown(rep)
     if rep.sizes:
         sizes = pd.DataFrame([(f, lin, format_params(p)) for f, (lin, p) in rep.sizes.items()],
                              columns=["family", "lineage", "parameters"])
@@ -136,6 +165,10 @@ def exemplars_html(rep) -> str:
 def section_files(rep) -> dict[str, bytes]:
     """The sections' CSVs (token lists left out: they are in the exemplars table)."""
     files = {}
+    if not rep.rm_verdicts.empty:
+        files["verdict_by_reward_model.csv"] = rep.rm_verdicts.to_csv(index=False).encode()
+    if not rep.identical.empty:
+        files["identical_texts.csv"] = rep.identical.to_csv(index=False).encode()
     if not rep.size_gaps.empty:
         files["sizes.csv"] = rep.size_gaps.to_csv(index=False).encode()
     if not rep.difficulty.empty:

@@ -23,6 +23,7 @@ from qup_assets.backends.cache import ResponseCache, cached_chunks
 from qup_assets.backends.fingerprint import folder_fingerprint
 from qup_assets.backends.vllm_backend import open_llm
 from qup_assets.common import stable_hash
+from qup_assets.reward.process import SymbolicProcessRM
 
 # The system turn Qwen2.5-Math-RM-72B's and -PRM's model cards put before the problem.
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -257,8 +258,11 @@ def open_reward_model(kind: str, model_dir: str | Path, batch_size: int = 8, tru
     raise ValueError(f"unknown reward model kind {kind!r}")
 
 
-def open_study_reward_model(rm, path: str):
-    """The scorer for one study reward model entry (study.RewardModel) resolved to `path`."""
+def open_study_reward_model(rm, path: str | None):
+    """The scorer for one study reward model entry (study.RewardModel) resolved to `path` (none for the world's
+    symbolic process RM)."""
+    if rm.kind == "symbolic_process":
+        return SymbolicProcessRM(error_scale=rm.error_scale, verifier=rm.verifier)
     return open_reward_model(rm.kind, path, batch_size=rm.batch_size, trust_remote_code=rm.trust_remote_code,
                              aggregation=rm.aggregation, system=rm.system, max_batch_tokens=rm.max_batch_tokens,
                              backend=rm.backend, engine_args=rm.engine.engine_args())

@@ -1,5 +1,5 @@
 """The study file: one YAML document that says what to run, validated strictly (schema.py), its families
-(families.py), the shared names (base.py) and loading (load.py). Import from here."""
+(families.py), its Oracle and reward models (judges.py), the shared names (base.py) and loading (load.py). Import from here."""
 
 from qup_assets.study.base import DEFAULT_STUDY, REPO_ROOT, STUDIES_DIR, StudyError
 from qup_assets.study.families import PLAIN_TEMPLATES, Backend, Engine, Family, HFStudent, Prompt, SyntheticStudent

@@ -34,7 +34,9 @@ def gpus_needed(study, stage: str, family: str | None = None, reward_model: str 
         return tr.num_processes // tr.distributed.num_machines if tr.launcher == "accelerate" else 1
     if stage == "reward":
         rms = [r for r in study.reward_models if reward_model in (None, r.name)]
-        return max((r.engine.tensor_parallel_size or 1) if r.backend == "vllm" else 1 for r in rms)
+        # the synthetic world's symbolic process RM computes on the CPU
+        return max(0 if r.kind == "symbolic_process" else (r.engine.tensor_parallel_size or 1) if r.backend == "vllm"
+                   else 1 for r in rms)
     if stage == "oracle":
         b = study.oracle.backend
         if study.oracle.kind != "llm" or b is None or b.kind == "openai":

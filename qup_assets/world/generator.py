@@ -109,8 +109,14 @@ def _pick_step(rng: random.Random, v: int, max_operand: int, cap: int) -> Step:
     return Step("add", rng.randint(1, max_operand))
 
 
+def value_cap(max_operand: int) -> int:
+    """The largest value a problem's running total may reach: GSM8K-scale arithmetic (below 100 for the default
+    operands), the range a small student can learn to compute from its corpus."""
+    return max(50, 5 * max_operand)
+
+
 def make_program(rng: random.Random, n_steps: int, max_operand: int) -> Program:
-    cap = max(100, 10 * max_operand * max_operand)
+    cap = value_cap(max_operand)
     v = rng.randint(2, max_operand)
     start, steps = v, []
     for _ in range(n_steps):

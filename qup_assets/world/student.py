@@ -19,7 +19,7 @@ from qup_assets.common import problem_id, publish_dir, stable_hash
 from qup_assets.study import Prompt
 from qup_assets.training.pretrain import encode_examples, pretrain
 from qup_assets.world.generator import generate, textbook_solution
-from qup_assets.world.mistakes import MISTAKES, wrong_chain
+from qup_assets.world.mistakes import STUDENT_MISTAKES, wrong_chain
 from qup_assets.world.shipped import code_digest, copy_model, excluded_digest, find
 from qup_assets.world.styles import STYLES, get_style
 
@@ -177,24 +177,29 @@ def build_synthetic_student(
     # the Oracle, textbooks): the student has seen those styles, but rarely. And like the web, some
     # solutions in its own style are wrong (`wrong_solution_share`: forum answers, other students' work):
     # the base model learns those habits too, which is what rejection sampling later filters out.
+    # Solutions are written with the writer's harmless variety (styles.py), drawn per solution and step.
+    # Like a real pretraining corpus, a small share is written by others (other students, the Oracle,
+    # textbooks): the student has seen those styles, but rarely. And like the web, some solutions in its
+    # own style are wrong (`wrong_solution_share`: forum answers, other students' work), with the mistakes
+    # of someone who reasons (STUDENT_MISTAKES: the answer follows from the wrong work); the base model
+    # learns those habits too, which is what rejection sampling later filters out.
     others = [s for s in STYLES.values() if s.name != spec.style]
     mix = random.Random(seed)
     completions = []
     for p in corpus:
         r = mix.random()
         if r < spec.foreign_style_share * 0.75:
-            completions.append(mix.choice(others).render(p.program, p.items))
+            completions.append(mix.choice(others).render(p.program, p.items, mix))
         elif r < spec.foreign_style_share:
             completions.append(textbook_solution(p.program, p.name, p.items))
         elif spec.wrong_solution_share and mix.random() < spec.wrong_solution_share:
-            mistake = mix.choice([m for m in MISTAKES if m != "garbled"])
-            start, steps, answer = wrong_chain(p.program, mistake, mix)
-            completions.append(style.render_steps(steps, answer, p.items))
+            start, steps, answer = wrong_chain(p.program, mix.choice(STUDENT_MISTAKES), mix)
+            completions.append(style.render_steps(steps, answer, p.items, mix))
         else:
-            completions.append(style.render(p.program, p.items))
+            completions.append(style.render(p.program, p.items, mix))
     # The tokenizer sees every writer's style (as a real tokenizer sees the web); the model only its own.
     tokenizer_texts = [p.problem for p in corpus] + completions + [
-        s.render(p.program, p.items) for p in corpus[:500] for s in STYLES.values() if s.name != spec.style
+        s.render(p.program, p.items, mix) for p in corpus[:500] for s in STYLES.values() if s.name != spec.style
     ] + [textbook_solution(p.program, p.name, p.items) for p in corpus[:500]]
     tokenizer = build_tokenizer(tokenizer_texts, spec.architecture)
     prompt_cfg = Prompt()

@@ -1,14 +1,17 @@
 """How each writer of the synthetic world solves a problem: the families' native styles and the Oracle's.
 
-Styles differ the way real models differ: wording, step labels, spacing around
-operators, math delimiters and the final-answer marker. The Oracle's style is
-compact (`\\(12+5=17\\)`, no spaces, few words): the paper's "syntactic compaction".
-Every style writes each step as one equation `a OP b = r` so the symbolic Oracle
-can parse, check and repair any of them.
+Styles differ the way real models differ: wording, step labels, spacing around operators, math
+delimiters and the final-answer marker. A student's style allows harmless variety, as a real model's
+does: a few intros, step phrasings (verb first or equation first), equation notations and answer lines,
+drawn per solution and per step when a writer samples (`rng`), so a student that solves a problem eight
+times writes it several ways. The Oracle's style is one fixed compact form (`\\(12+5=17\\)`, no spaces,
+no words): the paper's "syntactic compaction". Every style writes each step as one equation
+`a OP b = r` so the symbolic Oracle and the process RM can parse, check and repair any of them.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from qup_assets.world.generator import Program
@@ -17,55 +20,73 @@ from qup_assets.world.generator import Program
 @dataclass(frozen=True)
 class Style:
     name: str
-    intro: str
-    step: str  # fields: i, verb, v, op, b, r, items
-    answer: str  # fields: r, items
+    intros: tuple[str, ...]  # fields: v, items; "" writes no intro line
+    steps: tuple[str, ...]  # fields: i, verb, Verb, eq, b, items
+    equations: tuple[str, ...]  # fields: v, op, b, r: how this writer types one equation
+    answers: tuple[str, ...]  # fields: r, items
     ops: dict  # op -> symbol as this writer types it
-    verbs: dict
-    joiner: str = "\n"
+    verbs: dict  # op -> the verbs this writer uses for it
 
-    def render(self, program: Program, items: str = "items") -> str:
+    def render(self, program: Program, items: str = "items", rng: random.Random | None = None) -> str:
         values = program.values()
         steps = [(v, s.op, s.arg, r) for s, v, r in zip(program.steps, values, values[1:])]
-        return self.render_steps(steps, program.answer, items)
+        return self.render_steps(steps, program.answer, items, rng)
 
-    def render_steps(self, steps: list[tuple], answer, items: str = "items") -> str:
-        """Steps as (a, op, b, r) with op in add/sub/mul/div, then the final answer line."""
-        lines = [self.intro.format(v=steps[0][0] if steps else answer, items=items)] if self.intro else []
+    def render_steps(self, steps: list[tuple], answer, items: str = "items", rng: random.Random | None = None) -> str:
+        """Steps as (a, op, b, r) with op in add/sub/mul/div, then the final answer line (none when `answer`
+        is None: a solution cut off). Without `rng` the writer's first choice everywhere (deterministic)."""
+        pick = rng.choice if rng is not None else (lambda options: options[0])
+        intro, equation, answer_line = pick(self.intros), pick(self.equations), pick(self.answers)
+        lines = [intro.format(v=steps[0][0] if steps else answer, items=items)] if intro else []
         for i, (a, op, b, r) in enumerate(steps, start=1):
-            lines.append(self.step.format(i=i, verb=self.verbs[op], v=a, op=self.ops[op], b=b, r=r, items=items))
-        if answer is not None:  # None: a solution cut off before its answer line
-            lines.append(self.answer.format(r=answer, items=items))
-        return self.joiner.join(lines)
+            lines.append(self.step_line(i, a, op, b, r, items, pick(self.steps), equation, pick(self.verbs[op])))
+        if answer is not None:
+            lines.append(answer_line.format(r=answer, items=items))
+        return "\n".join(lines)
+
+    def step_line(self, i: int, a, op: str, b, r, items: str = "items", template: str | None = None,
+                  equation: str | None = None, verb: str | None = None) -> str:
+        """One step as this writer writes it (its first phrasing unless told otherwise)."""
+        verb = verb if verb is not None else self.verbs[op][0]
+        eq = (equation or self.equations[0]).format(v=a, op=self.ops[op], b=b, r=r)
+        return (template or self.steps[0]).format(i=i, verb=verb, Verb=verb[:1].upper() + verb[1:], eq=eq, b=b,
+                                                  items=items)
 
 
 STYLES: dict[str, Style] = {
-    # A Qwen-like student: numbered steps, $...$ with spaced operators, \boxed{} at the end.
+    # A Qwen-like student: numbered steps, spaced operators in $...$ (or \(...\)), \boxed{} at the end.
     "qwen": Style(
         name="qwen",
-        intro="Let's solve this step by step.",
-        step="Step {i}: {verb} {b}: $ {v} {op} {b} = {r} $",
-        answer="The final answer is $\\boxed{{{r}}}$.",
+        intros=("Let's solve this step by step.", "Let's think step by step.", "We solve it step by step."),
+        steps=("Step {i}: {Verb} {b}: {eq}", "Step {i}: {eq}, since we {verb} {b}.", "Step {i}: We {verb} {b}, so {eq}"),
+        equations=("$ {v} {op} {b} = {r} $", "${v} {op} {b} = {r}$", "\\( {v} {op} {b} = {r} \\)"),
+        answers=("The final answer is $\\boxed{{{r}}}$.", "So the final answer is $\\boxed{{{r}}}$.",
+                 "Therefore, the answer is $\\boxed{{{r}}}$."),
         ops={"add": "+", "sub": "-", "mul": "\\times", "div": "\\div"},
-        verbs={"add": "Add", "sub": "Subtract", "mul": "Multiply by", "div": "Divide by"},
+        verbs={"add": ("add", "add on"), "sub": ("subtract", "take off"), "mul": ("multiply by", "scale by"),
+               "div": ("divide by", "split by")},
     ),
     # A Llama-like student: prose bullets, plain-text arithmetic, "The answer is" marker.
     "llama": Style(
         name="llama",
-        intro="We start with {v} {items}.",
-        step="- After we {verb} {b}, we have {v} {op} {b} = {r} {items}.",
-        answer="The answer is {r}.",
+        intros=("We start with {v} {items}.", "At first there are {v} {items}.", "Initially we have {v} {items}."),
+        steps=("- After we {verb} {b}, we have {eq} {items}.", "- We {verb} {b}: {eq} {items}.",
+               "- {Verb} {b} to get {eq} {items}."),
+        equations=("{v} {op} {b} = {r}", "{v} {op} {b} = {r}", "{v}{op}{b} = {r}"),
+        answers=("The answer is {r}.", "So the answer is {r}.", "The answer is {r} {items}."),
         ops={"add": "+", "sub": "-", "mul": "*", "div": "/"},
-        verbs={"add": "add", "sub": "take away", "mul": "multiply by", "div": "divide by"},
+        verbs={"add": ("add", "put in"), "sub": ("take away", "remove"), "mul": ("multiply by", "scale up by"),
+               "div": ("divide by", "split evenly by")},
     ),
-    # The Oracle: compact LaTeX, no spaces, almost no words.
+    # The Oracle: compact LaTeX, no spaces, no words, one form.
     "oracle": Style(
         name="oracle",
-        intro="",
-        step="\\({v}{op}{b}={r}\\)",
-        answer="Answer: \\(\\boxed{{{r}}}\\)",
+        intros=("",),
+        steps=("{eq}",),
+        equations=("\\({v}{op}{b}={r}\\)",),
+        answers=("Answer: \\(\\boxed{{{r}}}\\)",),
         ops={"add": "+", "sub": "-", "mul": "\\times", "div": "\\div"},
-        verbs={"add": "", "sub": "", "mul": "", "div": ""},
+        verbs={"add": ("",), "sub": ("",), "mul": ("",), "div": ("",)},
     ),
 }
 
