@@ -30,6 +30,12 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
     assert main(["run", "--study", str(ms.study)]) == 0
     assert _materializations(instance) == before
     assert "up to date, skipped" in capsys.readouterr().out
+    # Every column of every table asset (and of every UI table) explains itself (qup_assets/columns.py).
+    tables = [(a.path[-1], m.schema) for a in instance.get_asset_keys()
+              if (e := instance.get_latest_materialization_event(a)) is not None
+              for m in e.asset_materialization.metadata.values()
+              if isinstance(m, (dg.TableSchemaMetadataValue, dg.TableMetadataValue))]
+    assert len(tables) >= 40 and not [(n, c.name) for n, s in tables for c in s.columns if not c.description]
     base = _meta(instance, "base_model")
     assert 0.0 < base["heldout_greedy_accuracy"].value < 1.0  # an imperfect student
     assert base["parameters"].value > 100_000 and "data:image/png;base64" in base["loss_curve"].value

@@ -7,7 +7,7 @@ family has once (problems, students, reward models, common problems, the base mo
 
 import dagster as dg
 
-from qup_assets.assets import adaptation, evaluation, problems, report, rewards, students, traces, training
+from qup_assets.assets import adaptation, evaluation, health, problems, report, rewards, students, traces, training
 from qup_assets.variants import all_variants, rewrites
 
 
@@ -25,5 +25,5 @@ def study_graph() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinit
         report.build_exemplars_asset(),
         report.build_report_asset(),
     ]
-    checks = [*dg.load_asset_checks_from_modules([problems, students]), common_check]
+    checks = [*dg.load_asset_checks_from_modules([problems, students]), common_check, *health.build_health_checks()]
     return assets, checks

@@ -8,6 +8,7 @@ import warnings
 import dagster as dg
 import pandas as pd
 
+from qup_assets.columns import describe
 from qup_assets.markdown import markdown_table
 from qup_assets.storage.tables import content_hash
 
@@ -16,9 +17,14 @@ def md_table(df: pd.DataFrame, max_rows: int = 10, width: int = 80) -> dg.Metada
     return dg.MetadataValue.md(markdown_table(df, max_rows, width))
 
 
-def column_schema(df: pd.DataFrame) -> dg.TableSchema:
-    """The columns of a table asset and their types, for the catalog's column view (`dagster/column_schema`)."""
-    return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
+def column_schema(df: pd.DataFrame, asset: str | None = None) -> dg.TableSchema:
+    """The columns of a table asset, their types and what each means, for the catalog's column view
+    (`dagster/column_schema`) and the UI tables. Descriptions live in qup_assets/columns.py, keyed by column name
+    with per-kind overrides; the table's kind is told from its columns, so `versioned(df)` and `table(df)` need
+    no asset name (`asset` names it where a caller knows better)."""
+    notes = describe(df.columns, asset)
+    return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t), description=notes[str(c)] or None)
+                                   for c, t in df.dtypes.items()])
 
 
 def _cell(v):

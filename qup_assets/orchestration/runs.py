@@ -84,7 +84,8 @@ def _line(entry) -> str | None:
         check = ev.asset_check_evaluation_data
         if check.passed:
             return None
-        return f"check {check.check_name} on {check.asset_key.path[-1]} FAILED: {check.description or 'see its metadata'}"
+        level = "WARN" if check.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+        return f"check {check.check_name} on {check.asset_key.path[-1]} {level}: {check.description or 'see its metadata'}"
     if kind in (DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT) and ev.message and (
             kind == DagsterEventType.RUN_FAILURE or "pid" in ev.message or "monitor" in ev.message.lower()):
         return ev.message
