@@ -345,3 +345,16 @@ def test_prompts_longer_than_the_studys_budget_are_refused_before_the_engine_ope
         evaluate_module.evaluate_model("f", family, str(tiny_model_dir), bench, Evaluation(k=1), tmp_path, None,
                                        max_prompt_tokens=64)
     assert not opened
+
+
+def test_a_prompt_that_fills_the_servers_context_is_too_long_not_a_broken_server():
+    """vLLM 0.26 clamps max_tokens to the room a prompt leaves: a prompt that fills the context comes back as
+    "max_tokens must be at least 1, got 0" (seen with an Oracle prompt of a 512-token server). That is one
+    prompt's property, recorded as prompt_too_long, not a reason to stop the step."""
+    from qup_assets.backends.openai_backend import RequestRejected, _too_long
+
+    full = '{"error":{"message":"max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)","code":400}}'
+    assert _too_long(RequestRejected("x", 400, full))
+    assert _too_long(RequestRejected("x", 400, "This model's maximum context length is 512 tokens"))
+    assert not _too_long(RequestRejected("x", 400, "max_tokens must be at least 1, got -3"))
+    assert not _too_long(RequestRejected("x", 401, full))

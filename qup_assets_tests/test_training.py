@@ -92,8 +92,8 @@ def test_finetuned_checkpoint_loads_generates_and_stops(tiny_model_dir, tmp_path
     tok = _tok(tiny_model_dir)
     ids, problems, comps, _ = synthetic_traces(48)
     data = build_training_set(tok, Prompt(), ids, problems, comps, 512)
-    res = finetune(_job(tiny_model_dir, tmp_path / "ck", "sft", epochs=10, lr=1e-2), data.records, log=lambda m: None)
-    assert res.steps == 60 and res.loss_curve[-1][1] < res.loss_curve[0][1] / 2
+    res = finetune(_job(tiny_model_dir, tmp_path / "ck", "sft", epochs=20, lr=1e-2), data.records, log=lambda m: None)
+    assert res.steps == 120 and res.loss_curve[-1][1] < res.loss_curve[0][1] / 2
     assert json.loads((tmp_path / "ck" / "qup_training.json").read_text())["job"]["objective"] == "sft"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     model = AutoModelForCausalLM.from_pretrained(res.path)

@@ -41,9 +41,11 @@ class RequestRejected(BackendError):
 
 
 def _too_long(e: RequestRejected) -> bool:
-    """vLLM's and OpenAI's answer to a prompt longer than the model's context."""
+    """vLLM's and OpenAI's answer to a prompt longer than the model's context. vLLM 0.26 clamps max_tokens to the room
+    the prompt leaves, so a prompt that fills the context is refused as "max_tokens must be at least 1, got 0"."""
     text = e.detail.lower()
-    return e.code == 400 and ("context length" in text or "maximum context" in text or "too long" in text)
+    return e.code == 400 and ("context length" in text or "maximum context" in text or "too long" in text
+                              or "max_tokens must be at least 1, got 0" in text)
 
 
 class OpenAIBackend:
