@@ -213,7 +213,7 @@ def test_the_verdict_is_given_under_each_reward_model_and_says_when_they_disagre
     from dataclasses import replace
 
     from qup_assets.report.render import markdown
-    from qup_assets.report.reward_models import by_reward_model, reward_model_lines, verdict_by_reward_model
+    from qup_assets.report.reward_models import by_reward_model, one_line, reward_model_lines, verdict_by_reward_model
 
     shape = dict(reward_means=[1.47, 1.70, 1.88, 1.78, 1.37], ppl_means=[1.52, 1.85, 2.69, 2.2, 1.46],
                  acc_means=[0.37, 0.34, 0.30, 0.31, 0.39])
@@ -227,6 +227,12 @@ def test_the_verdict_is_given_under_each_reward_model_and_says_when_they_disagre
     lines = reward_model_lines(table)
     assert lines[0] == "The verdict depends on the reward model: strong under outcome-rm; absent under mirror-rm."
     assert lines[2].startswith("- mirror-rm: absent (rho(reward, accuracy) = +")
+    # the one-line headline the UI shows: the same state and intervals as the verdict, then each RM's
+    head = one_line(corrs, ["dft"], table)
+    r = next(c for c in corrs if (c.scope, c.x, c.method) == ("pooled", "reward", "spearman"))
+    assert head.startswith(f"The paradox holds in its strong form (pooled over families, DFT): rho(reward, accuracy) "
+                           f"{r.rho:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], rho(PPL, accuracy) ")
+    assert head.endswith("; under each RM alone: strong under outcome-rm; absent under mirror-rm.") and "\n" not in head
     agree = verdict_by_reward_model({"a": fams, "b": fams}, corrs, ["dft"], 100, 0)
     assert reward_model_lines(agree)[0] == "The verdict is the same under each of the 2 reward models: strong."
     # one RM: the headline is its own, and the sentence says there is nothing to compare it with

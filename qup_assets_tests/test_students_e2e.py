@@ -36,6 +36,11 @@ def test_micro_study_end_to_end_and_cached_rerun(micro_study, monkeypatch, capsy
               for m in e.asset_materialization.metadata.values()
               if isinstance(m, (dg.TableSchemaMetadataValue, dg.TableMetadataValue))]
     assert len(tables) >= 40 and not [(n, c.name) for n, s in tables for c in s.columns if not c.description]
+    # The finding in one line on the report asset (plain text, the catalog shows it), and each variant's Avg@k with
+    # its interval as numbers on its eval asset (the UI plots them over materializations)
+    assert _meta(instance, "paradox_report")["headline"].value.startswith("The paradox ")
+    ev = _meta(instance, "native_eval")
+    assert ev["macro_avg_at_k/sft/ci_low"].value <= ev["macro_avg_at_k/sft"].value <= ev["macro_avg_at_k/sft/ci_high"].value
     base = _meta(instance, "base_model")
     assert 0.0 < base["heldout_greedy_accuracy"].value < 1.0  # an imperfect student
     assert base["parameters"].value > 100_000 and "data:image/png;base64" in base["loss_curve"].value

@@ -51,8 +51,9 @@ def _outputs(context: dg.AssetExecutionContext, eval_name: str, tables: list[pd.
         "wall_time_s": round(time.monotonic() - started, 1),
         **stats,
     }
-    for _, r in macro.iterrows():
-        meta[f"macro_avg_at_k/{r['objective']}"] = dg.MetadataValue.float(float(r["avg_at_k"]))
+    for _, r in macro.iterrows():  # numbers, so the UI plots them over materializations
+        for col, key in (("avg_at_k", ""), ("ci_low", "/ci_low"), ("ci_high", "/ci_high")):
+            meta[f"macro_avg_at_k/{r['objective']}{key}"] = dg.MetadataValue.float(float(r[col]))
     per = eval_name.replace("_eval", "_per_problem")
     if eval_name in context.selected_output_names:
         yield versioned(df, meta, output_name=eval_name)

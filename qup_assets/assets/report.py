@@ -76,7 +76,7 @@ def build_report_asset() -> dg.AssetsDefinition:
 
     @dg.asset(
         group_name="report",
-        code_version="4",
+        code_version="5",
         kinds={"markdown", "html"},
         ins=ins,
         automation_condition=REFRESH,
@@ -105,6 +105,7 @@ def build_report_asset() -> dg.AssetsDefinition:
             context.log.info(line)
         by_rm = dict(zip(rep.rm_verdicts["reward_model"], rep.rm_verdicts["state"])) if len(rep.rm_verdicts) else {}
         context.add_output_metadata({
+            "headline": rep.headline,  # plain text: on the asset's page and in the catalog's metadata column
             "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + rep.rm_lines[:1] + ["\n".join(rep.rm_lines[1:])]
                                                        + rep.gaps + [""] + rep.rft)),
             **{f"verdict/{rm}": state for rm, state in by_rm.items()},
@@ -115,7 +116,8 @@ def build_report_asset() -> dg.AssetsDefinition:
             "report_html": dg.MetadataValue.path(str(paths["report.html"])),
             "report_dir": dg.MetadataValue.path(str(out)),
         })
-        return versioned({"study": s.name, "families": families, "excluded": excluded, "verdict": rep.verdict,
+        return versioned({"study": s.name, "families": families, "excluded": excluded, "headline": rep.headline,
+                          "verdict": rep.verdict,
                           "verdict_by_reward_model": by_rm, "files": sorted(str(p) for p in paths.values())})
 
     return paradox_report

@@ -23,7 +23,7 @@ from qup_assets.report.analysis import (
 from qup_assets.report.breakdown import by_difficulty, selection_sentences, size_sentences, size_table, study_pairs
 from qup_assets.report.exemplars import by_steps, disagreements, within_variant_correlations
 from qup_assets.report.render import Report, make_plots
-from qup_assets.report.reward_models import by_reward_model, reward_model_lines, verdict_by_reward_model
+from qup_assets.report.reward_models import by_reward_model, one_line, reward_model_lines, verdict_by_reward_model
 from qup_assets.report.tables import grid_table, reward_distribution, table1, table2
 from qup_assets.report.texts import identical_shares, wrong_step_lines
 from qup_assets.study import Study
@@ -115,6 +115,7 @@ def build_report(study: Study, tables: dict[str, pd.DataFrame], families: list[s
         within=within_variant_correlations(exemplars, min(samples, 500), ev.seed) if len(exemplars) else pd.DataFrame(),
         exemplar_steps=by_steps(exemplars) if len(exemplars) else pd.DataFrame(),
         rm_verdicts=rm_verdicts, rm_lines=reward_model_lines(rm_verdicts),
+        headline=one_line(corrs, objectives, rm_verdicts),
         identical=identical_shares(traces), wrong_steps=wrong_step_lines(traces),
     )
     rep.plots = make_plots(rep)

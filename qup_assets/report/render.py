@@ -62,6 +62,7 @@ class Report:
     rm_lines: list[str] = field(default_factory=list)  # reward_models.reward_model_lines
     identical: pd.DataFrame = field(default_factory=pd.DataFrame)  # texts.identical_shares
     wrong_steps: list[str] = field(default_factory=list)  # texts.wrong_step_lines
+    headline: str = ""  # reward_models.one_line: the finding in one line
 
 
 # ---------------------------------------------------------------- plots

@@ -64,3 +64,27 @@ def reward_model_lines(table: pd.DataFrame) -> list[str]:
     return [robustness_sentence(table)] + [
         f"- {r.reward_model}: {r.state} (rho(reward, accuracy) = {r.rho:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}])"
         for r in table.itertuples()]
+
+
+STATE_WORDS = {"strong": "holds in its strong form", "holds": "holds", "absent": "does not hold",
+               "inconclusive": "is inconclusive"}
+
+
+def one_line(corrs: list[Correlation], objectives: list[str], table: pd.DataFrame) -> str:
+    """The study's finding in one line, from the same intervals as the verdict: the headline state with both rank
+    correlations, then the state under each RM alone when there are several (what the UI shows at a glance)."""
+    head = headline(corrs, objectives)
+    if head is None:
+        return "No verdict yet: no family has rewards, perplexities and accuracies for every variant."
+    scope, obj = head
+    by = {(c.scope, c.objective, c.x, c.method): c for c in corrs}
+    r, p = by[(scope, obj, "reward", "spearman")], by[(scope, obj, "ppl", "spearman")]
+    where = f"{'pooled over families' if scope == 'pooled' else scope}, {'SFT and DFT' if obj == 'all' else obj.upper()}"
+    line = (f"The paradox {STATE_WORDS[paradox_state(r, p)]} ({where}): rho(reward, accuracy) {r.rho:+.2f} "
+            f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], rho(PPL, accuracy) {p.rho:+.2f} [{p.ci_low:+.2f}, {p.ci_high:+.2f}]")
+    if len(table) > 1:
+        groups: dict[str, list[str]] = {}
+        for rm, state in zip(table["reward_model"], table["state"]):
+            groups.setdefault(state, []).append(rm)
+        line += "; under each RM alone: " + "; ".join(f"{s} under {', '.join(rms)}" for s, rms in groups.items())
+    return line + "."
