@@ -76,6 +76,8 @@ def _colors():
 
 
 def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
+    """One panel per family (a shared accuracy axis): colour = variant, marker = objective, so every point can be
+    told apart (in one panel, three families' 36 points with error bars overlapped)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,38 +86,38 @@ def _scatter(rep: Report, xcol: str, xlabel: str, name: str) -> bytes:
     colors = _colors()
     t1 = rep.table1.set_index(["model_family", "variant"])
     t2 = rep.table2.set_index(["model_family", "variant"])
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
-    families = sorted({f for f, _ in t2.index})
-    fills = {f: ("full" if i % 2 == 0 else "none") for i, f in enumerate(families)}  # filled / hollow per family
-    for (fam, v), row in t2.iterrows():
-        for o in rep.objectives:
-            acc = t1.loc[(fam, v)].get(f"avg_at_k_{o}") if (fam, v) in t1.index else None
-            if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+    families = sorted({f for f, _ in t2.index}) or [""]
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families) + 2.2, 4.2), sharey=True, squeeze=False)
+    for ax, fam in zip(axes[0], families):
+        for (f, v), row in t2.iterrows():
+            if f != fam:
                 continue
-            r1 = t1.loc[(fam, v)]
-            x = row[xcol]
-            xerr = None
-            if xcol == "reward" and rep.reward_models:
-                rm = rep.reward_models[0]
-                lo, hi = r1.get(f"reward_{rm}_ci_low"), r1.get(f"reward_{rm}_ci_high")
-                if lo is not None and not math.isnan(lo) and len(rep.reward_models) == 1:
-                    xerr = [[x - lo], [hi - x]]
-            yerr = [[100 * (acc - r1[f"ci_low_{o}"])], [100 * (r1[f"ci_high_{o}"] - acc)]]
-            ax.errorbar(x, 100 * acc, xerr=xerr, yerr=yerr, fmt=OBJ_MARKERS.get(o, "o"), color=colors[v],
-                        alpha=0.85, capsize=2, ms=6, fillstyle=fills[fam])
-    for v in sorted({v for _, v in t2.index}, key=variants.names().index):
-        ax.plot([], [], "o", color=colors[v], label=variants.label(v))
-    for o in rep.objectives:
-        ax.plot([], [], OBJ_MARKERS.get(o, "o"), color="gray", label=o.upper())
-    if len(families) > 1:
-        for f in families:
-            ax.plot([], [], "o", color="gray", fillstyle=fills[f], label=f)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"Avg@{rep.k} (%)")
-    if xcol == "global_ppl":
-        ax.set_xscale("log")
-    ax.set_title(name)
-    ax.legend(fontsize=7, loc="best")
+            r1 = t1.loc[(f, v)] if (f, v) in t1.index else None
+            for o in rep.objectives:
+                acc = r1.get(f"avg_at_k_{o}") if r1 is not None else None
+                if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+                    continue
+                x, xerr = row[xcol], None
+                if xcol == "reward" and len(rep.reward_models) == 1:
+                    lo, hi = r1.get(f"reward_{rep.reward_models[0]}_ci_low"), r1.get(f"reward_{rep.reward_models[0]}_ci_high")
+                    if lo is not None and not math.isnan(lo):
+                        xerr = [[x - lo], [hi - x]]
+                yerr = [[100 * (acc - r1[f"ci_low_{o}"])], [100 * (r1[f"ci_high_{o}"] - acc)]]
+                ax.errorbar(x, 100 * acc, xerr=xerr, yerr=yerr, fmt=OBJ_MARKERS.get(o, "o"), color=colors[v],
+                            alpha=0.85, capsize=2, ms=6)
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        xs = t2.loc[[i for i in t2.index if i[0] == fam], xcol].dropna()
+        if xcol == "global_ppl" and len(xs) and xs.max() > 10 * xs.min():  # log only where it spans decades
+            ax.set_xscale("log")
+    axes[0][0].set_ylabel(f"Avg@{rep.k} (%)")
+    handles = [plt.Line2D([], [], color=colors[v], marker="o", ls="", label=variants.label(v))
+               for v in sorted({v for _, v in t2.index}, key=variants.names().index)]
+    handles += [plt.Line2D([], [], color="gray", marker=OBJ_MARKERS.get(o, "o"), ls="", label=o.upper())
+                for o in rep.objectives]
+    fig.legend(handles=handles, fontsize=7, loc="center right")
+    fig.suptitle(name)
+    fig.tight_layout(rect=(0, 0, 1 - 2.1 / fig.get_figwidth(), 1))
     return png(fig)
 
 
@@ -161,7 +163,7 @@ def _loss_curves(rep: Report) -> bytes | None:
 def make_plots(rep: Report) -> dict[str, bytes]:
     plots = {
         "reward_vs_accuracy": _scatter(rep, "reward", "mean reward (reward-model score)", "perceived quality vs utility"),
-        "ppl_vs_accuracy": _scatter(rep, "global_ppl", "perplexity under the base student (log scale)",
+        "ppl_vs_accuracy": _scatter(rep, "global_ppl", "perplexity under the base student",
                                     "adaptation cost vs utility"),
         "quartile_ppl": _quartiles(rep),
     }
