@@ -111,7 +111,17 @@ class MicroStudy:
         """An independent copy (store, cache, models and the Dagster instance) for tests that change it."""
         import shutil
 
-        shutil.copytree(self.root, dest)
+        def copy_at_rest(src, dst):
+            """The study is read-only after its build, but a test on the other worker may be reading its instance:
+            SQLite's -wal/-shm side files of that reader vanish when it closes (empty of writes: nothing is lost)."""
+            try:
+                return shutil.copy2(src, dst)
+            except FileNotFoundError:
+                if str(src).endswith(("-wal", "-shm")):
+                    return dst
+                raise
+
+        shutil.copytree(self.root, dest, copy_function=copy_at_rest)
         other = MicroStudy(dest)
         other.cold_seconds = self.cold_seconds
         return other
