@@ -187,6 +187,53 @@ PATTERNS: list[tuple[re.Pattern, str]] = [
 ]
 
 
+# ---------------------------------------------------------------- column lineage
+
+# Which upstream columns a computed column is made from: (the asset's input name, that input's column). The
+# Dagster layer (assets/metadata.py `column_lineage`) turns an entry into `dagster/column_lineage` with the
+# input's real asset key, leaving out inputs the asset does not have (native_traces reads native_samples, a
+# variant's traces read native_traces), so the UI's lineage reaches from a score to the text it scored.
+_SCORED_TEXT = [("traces", "prompt"), ("traces", "completion")]
+_SAMPLED = [("checkpoints", "checkpoint"), ("benchmarks", "problem"), ("benchmarks", "answer")]
+_JUDGED_SAMPLES = [("native_samples", "completion"), ("native_samples", "correct")]
+LINEAGE: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "native_samples": {"completion": [("problem_pool", "problem")],
+                       "extracted_answer": [("problem_pool", "problem")],
+                       "correct": [("problem_pool", "answer")], "verdict": [("problem_pool", "answer")]},
+    "native_traces": {"completion": [("native_samples", "completion")], "correct": [("native_samples", "correct")]},
+    "traces": {"completion": [("native_traces", "completion"), ("problem_pool", "program")],
+               "correct": [("problem_pool", "answer")],
+               "semantic_preservation": [("native_traces", "completion")],
+               "edit_distance": [("native_traces", "completion")],
+               "repaired_steps": [("native_traces", "completion"), ("problem_pool", "program")]},
+    "rewards": {"score": _SCORED_TEXT},
+    "adaptation": {c: _SCORED_TEXT for c in ("nll", "ppl", "tokens", "token_nll", "n_tokens", "ppl_q1", "ppl_q2",
+                                             "ppl_q3", "ppl_q4")},
+    "checkpoints": {c: _SCORED_TEXT for c in ("checkpoint", "examples", "train_loss", "loss_curve")},
+    "eval": {c: _SAMPLED for c in ("avg_at_k", "ci_low", "ci_high", "pass_at_k", "no_answer_rate",
+                                   "truncation_rate", "mean_tokens")},
+    "per_problem": {c: _SAMPLED for c in ("accuracy", "any_correct")},
+    "rm_diagnostics": {c: _JUDGED_SAMPLES for c in ("p_correct_over_wrong", "ci_low", "ci_high", "mean_correct",
+                                                    "mean_wrong", "sd_correct", "sd_wrong")},
+}
+
+
+def lineage(columns: Iterable[str], inputs: Iterable[str], asset: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """For a table with `columns`, made by an asset with these input names: each computed column's upstream
+    (input name, column) pairs, only those the asset reads. An entry for the asset's own name comes before
+    its kind's (native_traces are chosen samples, other traces are rewrites)."""
+    cols = [str(c) for c in columns]
+    kind = asset_kind(asset) if asset else table_kind(cols)
+    name = asset.rsplit("/", 1)[-1] if asset else None
+    have = set(inputs)
+    out = {}
+    for col, sources in (LINEAGE.get(name or "") or LINEAGE.get(kind or "", {})).items():
+        deps = [(i, c) for i, c in sources if i in have]
+        if col in cols and deps:
+            out[col] = deps
+    return out
+
+
 def asset_kind(asset: str) -> str:
     """The kind of an asset's table: its name (the last part of a prefixed key) less a variant or `base` prefix
     when the rest is a per-variant kind."""

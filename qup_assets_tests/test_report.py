@@ -129,8 +129,41 @@ def test_report_files_are_written_and_the_html_is_self_contained(tmp_path):
     assert "Style-Aligned (Qwen-72B oracle) | 39.12" in md  # the paper's numbers, labelled as such
     assert "synthetic world" in md.lower() and "![reward vs accuracy](reward_vs_accuracy.png)" in md
     html = paths["report.html"].read_text()
-    assert "<table>" in html and html.count("data:image/png;base64,") == 4 and 'src="reward' not in html
+    assert "<table>" in html and html.count("data:image/png;base64,") == 5 and 'src="reward' not in html
     assert pd.read_csv(paths["table1.csv"]).shape[0] == 5
+
+
+def test_paired_comparisons_are_a_forest_plot_and_only_the_deciding_ones_stay_sentences(tmp_path):
+    """Each question's comparisons are drawn (difference and interval per family, objective and opponent); the
+    report keeps a sentence only where the interval excludes zero and counts the others."""
+    from PIL import Image
+
+    from qup_assets.report.analysis import gap_sentences
+    from qup_assets.report.forest import comparison_rows
+    from qup_assets.report.render import markdown, write_report
+
+    rep = _report_for(tmp_path)
+    # one comparison that decides, one that does not: Style-Aligned against Oracle-Refined and SLM-RFT, DFT
+    rows = [{"model_family": "qwen", "objective": "dft", "variant": "style_aligned", "versus": "oracle_refined",
+             "difference": 0.05, "ci_low": 0.02, "ci_high": 0.08},
+            {"model_family": "qwen", "objective": "dft", "variant": "style_aligned", "versus": "native",
+             "difference": 0.01, "ci_low": -0.02, "ci_high": 0.04}]
+    rep.differences = pd.DataFrame(rows)
+    rep.gaps = gap_sentences(rep.differences)
+    from qup_assets.report.render import make_plots
+
+    rep.plots = make_plots(rep)
+    assert len(comparison_rows(rep.differences, "gaps")) == 2
+    paths = write_report(rep, tmp_path / "r")
+    img = Image.open(paths["forest_style_aligned.png"])
+    assert img.size[0] > 600 and img.size[1] > 100
+    md = markdown(rep, lambda n: f"{n}.png")
+    assert "![Style-Aligned minus Oracle-Refined and SLM-RFT](forest_style_aligned.png)" in md
+    assert "Style-Aligned is above Oracle-Refined (+5.0 points" in md
+    assert "not distinguishable" not in md
+    assert "The other 1 of 2 comparisons have intervals that include zero" in md
+    # no rows for a question: no plot, no image link
+    assert "forest_rft" not in rep.plots and "forest_rft" not in md
 
 
 def test_the_report_escapes_hostile_text(tmp_path):

@@ -80,6 +80,6 @@ def build_adaptation_asset(variant: Variant) -> dg.AssetsDefinition:
             "scored": a.scored_now,
             "wall_time_s": round(time.monotonic() - started, 1),
         })
-        return versioned(df)
+        return versioned(df, context=context)
 
     return _asset

@@ -56,10 +56,10 @@ def _outputs(context: dg.AssetExecutionContext, eval_name: str, tables: list[pd.
             meta[f"macro_avg_at_k/{r['objective']}{key}"] = dg.MetadataValue.float(float(r[col]))
     per = eval_name.replace("_eval", "_per_problem")
     if eval_name in context.selected_output_names:
-        yield versioned(df, meta, output_name=eval_name)
+        yield versioned(df, meta, output_name=eval_name, context=context)
     if per in context.selected_output_names:
         yield versioned(pp, {"dagster/row_count": len(pp), "problems": int(pp["problem_id"].nunique())},
-                        output_name=per)
+                        output_name=per, context=context)
 
 
 def _outs(prefix: str, group: str, what: str) -> dict[str, dg.AssetOut]:

@@ -8,7 +8,7 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from qup_assets.columns import describe
+from qup_assets.columns import describe, lineage
 from qup_assets.markdown import markdown_table
 from qup_assets.storage.tables import content_hash
 
@@ -69,12 +69,28 @@ def plot_markdown(draw, title: str, figsize=(5, 3)) -> str:
     return md
 
 
-def versioned(value, metadata: dict | None = None, output_name: str = "result") -> dg.Output:
+def column_lineage(context, df: pd.DataFrame) -> dict:
+    """`dagster/column_lineage` for a table its asset computed from its inputs' columns (columns.LINEAGE), with
+    each input's asset key as the asset sees it (a study's key prefix included); {} when nothing is computed."""
+    keys = context.assets_def.keys_by_input_name
+    own = list(context.assets_def.keys)
+    deps = lineage(df.columns, keys, own[0].path[-1] if len(own) == 1 else None)
+    if not deps:
+        return {}
+    return {"dagster/column_lineage": dg.TableColumnLineage({
+        col: [dg.TableColumnDep(asset_key=keys[i], column_name=c) for i, c in sources] for col, sources in deps.items()
+    })}
+
+
+def versioned(value, metadata: dict | None = None, output_name: str = "result", context=None) -> dg.Output:
     """An asset's value with its content hash as data version: re-materializing identical content is no
-    change for Dagster's staleness (the UI) or for `qup run`, so nothing downstream recomputes."""
+    change for Dagster's staleness (the UI) or for `qup run`, so nothing downstream recomputes. A table shows
+    its columns in the catalog; with the asset's `context`, also which input columns each computed column
+    comes from."""
 
     warnings.filterwarnings("ignore", message=".*data_version.*", category=dg.BetaWarning)
     if isinstance(value, pd.DataFrame):  # every table asset shows its columns in the catalog
-        metadata = {"dagster/column_schema": column_schema(value), **(metadata or {})}
+        metadata = {"dagster/column_schema": column_schema(value),
+                    **(column_lineage(context, value) if context is not None else {}), **(metadata or {})}
     return dg.Output(value, output_name=output_name, data_version=dg.DataVersion(content_hash(value)),
                      metadata=metadata)

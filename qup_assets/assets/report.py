@@ -8,7 +8,8 @@ from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.report.build import KINDS, NoFamilyReady, build_report, report_families
 from qup_assets.report.exemplars import disagreements, exemplar_table, within_variant_correlations
-from qup_assets.report.render import data_uri, markdown, table1_display, write_report
+from qup_assets.report.forest import decided
+from qup_assets.report.render import comparison, data_uri, markdown, table1_display, write_report
 from qup_assets.storage.tables import report_dir
 from qup_assets.variants import names
 
@@ -76,7 +77,7 @@ def build_report_asset() -> dg.AssetsDefinition:
 
     @dg.asset(
         group_name="report",
-        code_version="5",
+        code_version="6",
         kinds={"markdown", "html"},
         ins=ins,
         automation_condition=REFRESH,
@@ -107,7 +108,11 @@ def build_report_asset() -> dg.AssetsDefinition:
         context.add_output_metadata({
             "headline": rep.headline,  # plain text: on the asset's page and in the catalog's metadata column
             "verdict": dg.MetadataValue.md("\n\n".join(rep.verdict + rep.rm_lines[:1] + ["\n".join(rep.rm_lines[1:])]
-                                                       + rep.gaps + [""] + rep.rft)),
+                                                       + decided(rep.gaps) + [""] + decided(rep.rft))),
+            # the paired comparisons as forest plots, one per question (report/forest.py)
+            "comparisons": dg.MetadataValue.md("\n\n".join(
+                line for q, lines in (("gaps", rep.gaps), ("selection", rep.selection), ("rft", rep.rft))
+                for line in comparison(rep, q, lines, lambda n: data_uri(rep.plots[n])) if line)),
             **{f"verdict/{rm}": state for rm, state in by_rm.items()},
             "report": dg.MetadataValue.md(markdown(rep, lambda n: data_uri(rep.plots[n]))),
             "table1": md_table(table1_display(rep), max_rows=40, width=40),

@@ -106,7 +106,7 @@ def rm_diagnostics(context: dg.AssetExecutionContext, study: StudyResource, nati
     for r in rows:
         meta[f"{r['reward_model']}/p_correct_over_wrong"] = dg.MetadataValue.float(float(r["p_correct_over_wrong"]))
     context.add_output_metadata(meta)
-    return versioned(df)
+    return versioned(df, context=context)
 
 
 def _histogram(scores: pd.DataFrame, variant: str) -> str:
@@ -162,6 +162,6 @@ def build_rewards_asset(variant: Variant) -> dg.AssetsDefinition:
                                progress=context.log.info, label=variant.name)
         context.add_output_metadata({**_rm_metadata(out, rm_diagnostics), "dagster/row_count": len(out),
                                      "histogram": dg.MetadataValue.md(_histogram(out, variant.name))})
-        return versioned(out)
+        return versioned(out, context=context)
 
     return _asset

@@ -172,7 +172,7 @@ def native_samples(context: dg.AssetExecutionContext, study: StudyResource, prob
             "sample": md_table(df[["problem_id", "sample_idx", "completion", "extracted_answer", "verdict"]], max_rows=6, width=160),
         }
     )
-    return versioned(df)
+    return versioned(df, context=context)
 
 
 @dg.asset(
@@ -207,7 +207,7 @@ def native_traces(context: dg.AssetExecutionContext, study: StudyResource, probl
             "sample": md_table(traces[["problem_id", "completion", "answer"]], max_rows=4, width=300),
         }
     )
-    return versioned(traces)
+    return versioned(traces, context=context)
 
 
 @dg.asset_check(asset=native_traces, blocking=True, description="Every native trace verifies against the gold answer.")

@@ -105,7 +105,7 @@ def build_traces_asset(variant: Variant) -> dg.AssetsDefinition:
         df = variant_frame(name, native_traces, results, oracle.name, judged)
         prompt = prompt_template(task) if llm else None
         context.add_output_metadata({**_metadata(df, native_traces, time.monotonic() - started, prompt), **stats})
-        return versioned(df)
+        return versioned(df, context=context)
 
     return _asset
 
@@ -157,7 +157,7 @@ def build_selected_asset(variant: Variant) -> dg.AssetsDefinition:
             "examples": dg.MetadataValue.md(_side_by_side(native_traces, df)),
             "wall_time_s": round(time.monotonic() - started, 1),
         })
-        return versioned(df)
+        return versioned(df, context=context)
 
     return _asset
 

@@ -173,7 +173,7 @@ def build_checkpoints_asset(v: Variant) -> dg.AssetsDefinition:
             "launcher": tr.launcher,
             "reused_checkpoints": reused,
             "checkpoint_dir": dg.MetadataValue.path(str(out_root)),
-        })
+        }, context=context)
 
     return _asset
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from qup_assets import variants
-from qup_assets.report.texts import identical_shares
+from qup_assets.report.texts import identical_shares, wrong_step_shares
 from qup_assets.reward.diagnostics import WEAK_SEPARATION
 
 WRONG_STEP_LIMIT = 0.20  # share of verified-correct native traces with a wrong step
@@ -96,24 +96,6 @@ def rm_separation(diagnostics: pd.DataFrame, families=None) -> Health:
 # ---------------------------------------------------------------- wrong steps behind right answers
 
 
-def wrong_step_shares(native: pd.DataFrame, aligned: pd.DataFrame) -> pd.DataFrame:
-    """Per family, as texts.wrong_step_lines counts them: the verified-correct native traces (`native`), those with
-    a verified Style-Aligned rewrite (`measured`, matched by family and problem id), how many of these the Oracle
-    repaired at least one step of (`wrong`: the native trace had a wrong step), their `share` (NaN when none was
-    measured) and the native traces without a verified rewrite (`left_out`)."""
-    if "correct" in native:
-        native = native[native["correct"].astype(bool)]
-    native = native.drop_duplicates(["model_family", "problem_id"])
-    aligned = aligned[aligned["correct"].astype(bool)].drop_duplicates(["model_family", "problem_id"])
-    rows = []
-    for fam, n in native.groupby("model_family", sort=True):
-        m = n[["model_family", "problem_id"]].merge(aligned, on=["model_family", "problem_id"])
-        wrong = int((m["repaired_steps"] > 0).sum())
-        rows.append({"model_family": fam, "native": len(n), "measured": len(m), "wrong": wrong,
-                     "share": wrong / len(m) if len(m) else float("nan"), "left_out": len(n) - len(m)})
-    return pd.DataFrame(rows, columns=["model_family", "native", "measured", "wrong", "share", "left_out"])
-
-
 def wrong_steps(traces: dict[str, pd.DataFrame], families=None) -> Health:
     """WARN when more than WRONG_STEP_LIMIT of a family's verified-correct native traces contain a wrong step."""
     if "native" not in traces or "style_aligned" not in traces:
@@ -139,7 +121,7 @@ def wrong_steps(traces: dict[str, pd.DataFrame], families=None) -> Health:
                          f"training data) reach their right answer through a wrong step ({r.wrong} of {r.measured} "
                          f"Style-Aligned rewrites repaired a step), above {_pct(WRONG_STEP_LIMIT)}: SLM-RFT trains on "
                          "wrong reasoning that the answer-only verifier let through.")
-    table = shares.assign(share=[_pct(s) for s in shares["share"]]).rename(columns={
+    table = shares.drop(columns="by").assign(share=[_pct(s) for s in shares["share"]]).rename(columns={
         "model_family": "family", "native": "verified native traces", "measured": "with a verified rewrite",
         "wrong": "with a wrong step", "share": "share", "left_out": "left out"})
     values = {"threshold": WRONG_STEP_LIMIT, **{f"{r.model_family}/wrong_step_share": float(r.share)

@@ -13,6 +13,7 @@ from qup_assets import variants
 from qup_assets.common import write_json_atomic
 from qup_assets.markdown import markdown_table
 from qup_assets.report.analysis import paper_table
+from qup_assets.report.forest import QUESTIONS, decided, forest_plot, summary
 from qup_assets.report.plotting import OBJ_MARKERS, png
 from qup_assets.report.sections import (
     exemplars_html,
@@ -173,6 +174,10 @@ def make_plots(rep: Report) -> dict[str, bytes]:
     sizes = size_plot(rep)
     if sizes:
         plots["size_gaps"] = sizes
+    for q, question in QUESTIONS.items():
+        forest = forest_plot(rep.differences, q)
+        if forest:
+            plots[question.plot] = forest
     return plots
 
 
@@ -259,6 +264,16 @@ def rm_section(rep: Report) -> list[str]:
     return parts
 
 
+def comparison(rep: Report, question: str, lines: list[str], image_src) -> list[str]:
+    """A question's forest plot, then the sentences of the comparisons that decide and how many do not."""
+    if not lines:
+        return []
+    plot = QUESTIONS[question].plot
+    shown = plot in rep.plots
+    return [f"![{QUESTIONS[question].title}]({image_src(plot)})" if shown else "",
+            "\n".join(decided(lines)), summary(lines, shown)]
+
+
 def markdown(rep: Report, image_src) -> str:
     """The report as Markdown; image_src(name) gives each plot's link (a file name, or a data: URI)."""
     corr = rep.correlations
@@ -277,12 +292,12 @@ def markdown(rep: Report, image_src) -> str:
         "\n\n".join(rep.verdict),
         *verdict_by_rm_markdown(rep),
         "**Does Style-Aligned Refinement close the gap?** (macro Avg@k difference, paired bootstrap over benchmark items)",
-        "\n".join(rep.gaps) or "(no style-aligned results yet)",
+        *(comparison(rep, "gaps", rep.gaps, image_src) or ["(no style-aligned results yet)"]),
         *(["**Does choosing data by the learner's perplexity beat choosing it by reward?** (each selected "
            "variant against the others, macro Avg@k difference, paired bootstrap over benchmark items)",
-           "\n".join(rep.selection)] if rep.selection else []),
+           *comparison(rep, "selection", rep.selection, image_src)] if rep.selection else []),
         *(["**Does fine-tuning on its own traces help?** (SLM-RFT against the base model, macro Avg@k, paired "
-           "bootstrap over benchmark items)", "\n".join(rep.rft)] if rep.rft else []),
+           "bootstrap over benchmark items)", *comparison(rep, "rft", rep.rft, image_src)] if rep.rft else []),
         f"## Table 1: perceived quality vs utility (mean reward and Avg@{rep.k}, 95% CIs)",
         _md(table1_display(rep)),
         "## Table 2: the mechanism (perplexity under the base student, by quartile of the trace)",

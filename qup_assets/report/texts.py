@@ -44,27 +44,40 @@ def identical_display(shares: pd.DataFrame) -> pd.DataFrame:
     return wide.reindex(list(dict.fromkeys(pair))).reset_index().rename_axis(columns=None)
 
 
-def wrong_step_lines(traces: dict[str, pd.DataFrame]) -> list[str]:
-    """Per family, the share of verified-correct native traces (SLM-RFT's training data) that contain a wrong
-    step, read from Style-Aligned: the native trace with its wrong steps repaired by the Oracle, so its
-    repaired_steps > 0 says the native trace had one. Measured on the native traces with a verified
-    Style-Aligned rewrite (matched by family and problem id); the others are counted as left out."""
-    if "native" not in traces or "style_aligned" not in traces:
-        return ["Wrong steps behind right answers: cannot be computed (this study has no style_aligned traces)."]
-    native, aligned = traces["native"], traces["style_aligned"]
+WRONG_STEP_COLUMNS = ["model_family", "native", "measured", "wrong", "share", "left_out", "by"]
+
+
+def wrong_step_shares(native: pd.DataFrame, aligned: pd.DataFrame) -> pd.DataFrame:
+    """Per family, how many verified-correct native traces (SLM-RFT's training data) contain a wrong step, read
+    from Style-Aligned: the native trace with its wrong steps repaired by the Oracle, so repaired_steps > 0 says
+    the native trace had one. Columns: the verified-correct native traces (`native`), those with a verified
+    Style-Aligned rewrite (`measured`, matched by family and problem id), how many of these were repaired
+    (`wrong`), their `share` (NaN when none was measured), the traces without a verified rewrite (`left_out`)
+    and the Oracle(s) that repaired them (`by`)."""
     if "correct" in native:
         native = native[native["correct"].astype(bool)]
+    native = native.drop_duplicates(["model_family", "problem_id"])
     aligned = aligned[aligned["correct"].astype(bool)].drop_duplicates(["model_family", "problem_id"])
-    lines = []
-    for fam, n in native.drop_duplicates(["model_family", "problem_id"]).groupby("model_family", sort=True):
+    rows = []
+    for fam, n in native.groupby("model_family", sort=True):
         m = n[["model_family", "problem_id"]].merge(aligned, on=["model_family", "problem_id"])
-        if m.empty:
-            lines.append(f"- {fam}: cannot be computed (no native trace has a verified Style-Aligned rewrite).")
-            continue
         wrong = int((m["repaired_steps"] > 0).sum())
-        by = ", ".join(sorted(m["oracle"].astype(str).unique())) if "oracle" in m else "the Oracle"
-        left = f"; {len(n) - len(m)} without a verified rewrite left out" if len(n) > len(m) else ""
-        lines.append(f"- {fam}: {100 * wrong / len(m):.1f}% of the verified-correct native traces (SLM-RFT's "
-                     f"training data) contain a wrong step ({wrong} of {len(m)}: the Style-Aligned rewrites in "
-                     f"which {by} repaired at least one step{left}).")
+        by = ", ".join(sorted(m["oracle"].astype(str).unique())) if "oracle" in m and len(m) else "the Oracle"
+        rows.append([fam, len(n), len(m), wrong, wrong / len(m) if len(m) else float("nan"), len(n) - len(m), by])
+    return pd.DataFrame(rows, columns=WRONG_STEP_COLUMNS)
+
+
+def wrong_step_lines(traces: dict[str, pd.DataFrame]) -> list[str]:
+    """One line per family: the share of verified-correct native traces with a wrong step (wrong_step_shares)."""
+    if "native" not in traces or "style_aligned" not in traces:
+        return ["Wrong steps behind right answers: cannot be computed (this study has no style_aligned traces)."]
+    lines = []
+    for r in wrong_step_shares(traces["native"], traces["style_aligned"]).itertuples(index=False):
+        if not r.measured:
+            lines.append(f"- {r.model_family}: cannot be computed (no native trace has a verified Style-Aligned rewrite).")
+            continue
+        left = f"; {r.left_out} without a verified rewrite left out" if r.left_out else ""
+        lines.append(f"- {r.model_family}: {100 * r.share:.1f}% of the verified-correct native traces (SLM-RFT's "
+                     f"training data) contain a wrong step ({r.wrong} of {r.measured}: the Style-Aligned rewrites in "
+                     f"which {r.by} repaired at least one step{left}).")
     return lines
