@@ -81,9 +81,7 @@ test-fast: $(VENV)/.installed-test
 # The UI with one code location per study in data/studies; a study file elsewhere (STUDY=path/to/x.yaml)
 # is served as the only location.
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	@if [ -f "data/studies/$(STUDY).yaml" ]; then where="-w workspace.yaml"; else where="-w $$($(BIN)/qup workspace --study $(STUDY))"; fi; \
-	echo "UI: http://127.0.0.1:$(PORT)"; \
-	QUP_STUDY=$(STUDY) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) $$where
+	@QUP_STUDY=$(STUDY) $(BIN)/qup dev --study $(STUDY) --port $(PORT)
 
 # Each script prints ratios against a baseline measured in the same run (about 20 minutes in all here).
 bench: $(VENV)/.installed-test

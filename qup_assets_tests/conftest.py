@@ -38,7 +38,7 @@ SECONDS = {
     "test_sigkill_during_an_oracle_pass_resumes_from_cached_rewrites": 45,
     "test_rebuilding_the_micro_student_gives_what_is_shipped": 42,
     "test_ui_shows_lineage_and_the_report_in_a_browser": 40,
-    "test_make_dev_serves_the_ui_on_localhost_only": 25,
+    "test_make_dev_survives_a_killed_run_worker_and_stops_on_ctrl_c": 90,
     "test_an_empty_common_set_stops_the_run_at_common_problems_with_the_reasons": 22,
     "test_llm_oracle_through_a_real_vllm_server_in_the_study": 19,
     "test_the_first_study_run_after_the_second_changes_none_of_its_bytes": 18,

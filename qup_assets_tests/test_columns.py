@@ -169,6 +169,8 @@ def test_a_materialized_score_carries_its_column_lineage_in_the_instance(micro_s
         lin = event.asset_materialization.metadata["dagster/column_lineage"].value
         deps = {(d.asset_key, d.column_name) for d in lin.deps_by_column["score"]}
         assert deps == {(key("oracle_refined_traces"), "prompt"), (key("oracle_refined_traces"), "completion")}
+        shown = event.asset_materialization.metadata["column_lineage"].value  # what the open-source UI shows
+        assert "| score | micro/oracle_refined_traces.prompt, micro/oracle_refined_traces.completion |" in shown
         ev = instance.get_latest_materialization_event(key("native_eval")).asset_materialization.metadata
         assert (key("native_checkpoints"), "checkpoint") in {
             (d.asset_key, d.column_name) for d in ev["dagster/column_lineage"].value.deps_by_column["avg_at_k"]}

@@ -6,8 +6,6 @@ sentinel must never appear; each input gets a verdict or a recorded rejection, n
 """
 
 import json
-import os
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -21,7 +19,7 @@ from qup_assets.oracle.base import OracleItem
 from qup_assets.oracle.llm import MAX_OUTPUT_CHARS, parse_output
 from qup_assets.oracle.symbolic import SymbolicOracle
 
-from .helpers import free_port, payloads, wait_until_serving
+from .helpers import payloads
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,50 +92,6 @@ def test_trust_remote_code_is_off_unless_the_study_turns_it_on():
     # only the one RM whose code ships with the model asks for it, by name
     assert [rm.name for rm in paper.reward_models if rm.trust_remote_code] == ["qwen2.5-math-rm-72b"]
     assert not any(f.trust_remote_code for f in paper.families.values())
-
-
-def _listening_addresses(port: int) -> set[str]:
-    """Local addresses of the sockets in LISTEN state on `port`, read from /proc (IPv4 and IPv6)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            addr, hexport = local.split(":")
-            if state == "0A" and int(hexport, 16) == port:
-                found.add(addr)
-    return found
-
-
-@pytest.mark.slow
-def test_make_dev_serves_the_ui_on_localhost_only(isolated):
-    """`make dev` as the README says, on a free port: the webserver listens on 127.0.0.1 and nowhere else."""
-    import signal
-    import socket
-
-    port = free_port()
-    log = (isolated / "dev.log").open("wb")
-    proc = subprocess.Popen(["make", "-s", "dev", f"PORT={port}", "STUDY=micro"], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}/server_info", proc, isolated / "dev.log", 180, "make dev")
-        addrs = _listening_addresses(port)
-        assert addrs == {"0100007F"}, addrs  # 127.0.0.1 only: not 0.0.0.0, not ::
-        # and from the machine's own network address the port is closed
-        outside = socket.gethostbyname(socket.gethostname())
-        if not outside.startswith("127."):
-            with socket.socket() as sock, pytest.raises(OSError):
-                sock.settimeout(3)
-                sock.connect((outside, port))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- secrets: a fake key through a real run

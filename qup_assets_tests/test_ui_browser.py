@@ -96,9 +96,12 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
             assert page.get_by_text(f"style_aligned_{stage}", exact=True).count() >= 1, stage
         _shot(page, shots / "lineage_style_aligned.png")
 
-        # The report asset: the generated verdict and Table 1 rendered from the metadata.
+        # The report asset: the finding in one line (plain text, inline), the generated verdict, Table 1 and the
+        # paired comparisons as forest plots, rendered from the metadata.
         page.goto(f"{url}/assets/{study}/paradox_report")
         page.wait_for_selector("text=report_html", timeout=90_000)
+        headline = page.locator("tr", has=page.get_by_text("headline", exact=True)).first.inner_text()
+        assert "rho(reward, accuracy)" in headline and "rho(PPL, accuracy)" in headline, headline
         dialog = show_markdown(page, "verdict")  # a long Markdown value opens in a dialog; a short one is inline
         page.wait_for_selector("text=Spearman rho", timeout=90_000)
         _shot(page, shots / "paradox_report.png", dialog)
@@ -109,7 +112,29 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
         assert "Style-Aligned" in table.inner_text() and f"Avg@{k} DFT" in table.inner_text()
         table.scroll_into_view_if_needed()
         _shot(page, shots / "paradox_report_table.png", dialog)
-    for name in ["lineage_style_aligned.png", "paradox_report.png", "paradox_report_table.png"]:
+        page.keyboard.press("Escape")
+        dialog = show_markdown(page, "comparisons")
+        plots = (dialog or page).locator("img[alt*='minus']")
+        plots.first.wait_for(timeout=30_000)
+        assert plots.count() >= 2  # Style-Aligned against the others, SLM-RFT against the base (and selection)
+        _shot(page, shots / "paradox_report_comparisons.png", dialog)
+        page.keyboard.press("Escape")
+
+        # The study's health as asset checks, on the asset they judge.
+        page.goto(f"{url}/assets/{study}/rm_diagnostics?view=checks")
+        page.get_by_text("reward_models_tell_right_from_wrong").first.wait_for(timeout=90_000)
+        assert page.get_by_text("P(correct > wrong)").count() or page.get_by_text("P(correct outscores").count()
+        _shot(page, shots / "health_checks.png")
+
+        # Every column explains itself; a score says which columns it was computed from.
+        page.goto(f"{url}/assets/{study}/native_eval")
+        page.get_by_text("Avg@k: mean accuracy over the benchmark's items").first.wait_for(timeout=90_000)
+        page.goto(f"{url}/assets/{study}/native_rewards?view=events")
+        page.get_by_text("column_lineage", exact=True).first.wait_for(timeout=90_000)
+        row = page.locator("tr", has=page.get_by_text("column_lineage", exact=True)).first.inner_text()
+        assert "native_traces.completion" in row, row
+    for name in ["lineage_style_aligned.png", "paradox_report.png", "paradox_report_table.png",
+                 "paradox_report_comparisons.png", "health_checks.png"]:
         assert (shots / name).stat().st_size > 20_000, name  # a rendered page, not a blank one
 
 

@@ -71,15 +71,19 @@ def plot_markdown(draw, title: str, figsize=(5, 3)) -> str:
 
 def column_lineage(context, df: pd.DataFrame) -> dict:
     """`dagster/column_lineage` for a table its asset computed from its inputs' columns (columns.LINEAGE), with
-    each input's asset key as the asset sees it (a study's key prefix included); {} when nothing is computed."""
+    each input's asset key as the asset sees it (a study's key prefix included); {} when nothing is computed.
+    The open-source UI draws column lineage only in Dagster+, so the same is also a small table
+    (`column_lineage`: column, computed from) that every UI shows."""
     keys = context.assets_def.keys_by_input_name
     own = list(context.assets_def.keys)
     deps = lineage(df.columns, keys, own[0].path[-1] if len(own) == 1 else None)
     if not deps:
         return {}
+    shown = pd.DataFrame({"column": list(deps), "computed from": [
+        ", ".join(f"{keys[i].to_user_string()}.{c}" for i, c in sources) for sources in deps.values()]})
     return {"dagster/column_lineage": dg.TableColumnLineage({
         col: [dg.TableColumnDep(asset_key=keys[i], column_name=c) for i, c in sources] for col, sources in deps.items()
-    })}
+    }), "column_lineage": md_table(shown, max_rows=40, width=200)}
 
 
 def versioned(value, metadata: dict | None = None, output_name: str = "result", context=None) -> dg.Output:

@@ -45,6 +45,23 @@ def set_torch_threads(n: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(n)
 
 
+# Added to a run worker's out-of-memory score (of -1000..1000): when memory runs out, the kernel kills the run
+# worker, whose run then fails and resumes from the cache, rather than a code server, daemon or webserver of
+# `make dev` (a dead code server failed every later launch from the UI until a restart, measured).
+RUN_WORKER_OOM_SCORE_ADJ = 800
+
+
+def volunteer_to_oom_killer(adj: int = RUN_WORKER_OOM_SCORE_ADJ) -> None:
+    """Raise this process's OOM score (Linux; raising needs no privilege, and children inherit it). Nothing
+    to do where /proc has no oom_score_adj, or where it is already higher."""
+    path = Path("/proc/self/oom_score_adj")
+    try:
+        if int(path.read_text()) < adj:
+            path.write_text(str(adj))
+    except (OSError, ValueError):
+        pass
+
+
 class StudyResource(dg.ConfigurableResource):
     """`study` is a name under data/studies or a path; `store_dir` is the study's own folder in the store
     (QUP_STORE/studies/<name>), `store_root` is QUP_STORE."""
@@ -59,6 +76,7 @@ class StudyResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._study = None  # read afresh by the run's first step, then shared by its steps
+        volunteer_to_oom_killer()
         n = self.threads_for(context.instance)
         set_torch_threads(n)
         context.log.info(f"torch threads: {n} (of {usable_cores()} cores)")

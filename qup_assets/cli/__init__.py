@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(w)
     w.set_defaults(fn="run:cmd_workspace")
 
+    dv = sub.add_parser("dev", help="the Dagster UI and daemon for the study (what `make dev` runs); Ctrl-C stops "
+                        "everything it started")
+    study_arg(dv)
+    dv.add_argument("--port", type=int, default=3000)
+    dv.add_argument("--host", default="127.0.0.1", help="listen address (default: this machine only)")
+    dv.set_defaults(fn="run:cmd_dev")
+
     wd = sub.add_parser("world", help="build the synthetic world's students and reward models once, as shipped HF folders")
     wd.add_argument("action", choices=["status", "build"])
     study_arg(wd)

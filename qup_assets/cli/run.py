@@ -119,6 +119,22 @@ def cmd_workspace(args) -> int:
     return 0
 
 
+def cmd_dev(args) -> int:
+    """`dagster dev` on the study: every study of data/studies when it is one of them (workspace.yaml), else a
+    one-location workspace for its file; supervised so that Ctrl-C stops everything it started."""
+    from qup_assets.orchestration.dev import serve
+    from qup_assets.study import REPO_ROOT, STUDIES_DIR, resolve_study_path
+
+    path = resolve_study_path(args.study).resolve()
+    study = load_study(str(path))
+    home = ensure_dagster_home()
+    workspace = REPO_ROOT / "workspace.yaml" if path.parent == Path(STUDIES_DIR).resolve() else workspace_file(study, home)
+    print(f"UI: http://{args.host}:{args.port}  (study {study.name}, DAGSTER_HOME={home}; Ctrl-C stops it)", flush=True)
+    env = dict(os.environ, QUP_STUDY=str(path))
+    return serve([sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port), "-w", str(workspace)],
+                 env=env)
+
+
 def cmd_worker(args) -> int:
     """A Celery worker for an instance with the distributed profile (deploy/distributed/dagster.yaml): it takes
     runs from the instance's queue, one at a time, and executes each whole run here. The `threads` pool:
