@@ -120,10 +120,14 @@ def browse(study: str, study_file: Path, store_root: Path, home: Path, shots: Pa
         _shot(page, shots / "paradox_report_comparisons.png", dialog)
         page.keyboard.press("Escape")
 
-        # The study's health as asset checks, on the asset they judge.
-        page.goto(f"{url}/assets/{study}/rm_diagnostics?view=checks")
-        page.get_by_text("reward_models_tell_right_from_wrong").first.wait_for(timeout=90_000)
-        assert page.get_by_text("P(correct > wrong)").count() or page.get_by_text("P(correct outscores").count()
+        # The study's health as asset checks, on the asset they judge: each run's result in the check's history
+        # (with several families the latest materialization may be another family's, which the Overview tab
+        # shows as "Not evaluated").
+        page.goto(f"{url}/assets/{study}/style_aligned_traces?view=checks")
+        page.get_by_text("This is a non-blocking asset check").first.wait_for(timeout=90_000)
+        assert page.get_by_text("few_wrong_steps_behind_right_answers").count() >= 1
+        page.get_by_text("Execution history").first.click()
+        page.get_by_text("of the verified-correct native traces").first.wait_for(timeout=60_000)
         _shot(page, shots / "health_checks.png")
 
         # Every column explains itself; a score says which columns it was computed from.
