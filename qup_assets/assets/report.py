@@ -8,8 +8,8 @@ from qup_assets.assets.partitions import model_family
 from qup_assets.assets.resources import StudyResource
 from qup_assets.report.build import KINDS, NoFamilyReady, build_report, report_families
 from qup_assets.report.exemplars import disagreements, exemplar_table, within_variant_correlations
-from qup_assets.report.forest import decided
-from qup_assets.report.render import comparison, data_uri, markdown, table1_display, write_report
+from qup_assets.report.forest import comparison, decided
+from qup_assets.report.render import data_uri, markdown, table1_display, write_report
 from qup_assets.storage.tables import report_dir
 from qup_assets.variants import names
 

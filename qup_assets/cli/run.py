@@ -1,4 +1,4 @@
-"""`qup run`, `qup report`, `qup worker`, `qup workspace`: materialize a study through the Dagster instance and
+"""`qup run`, `qup report`, `qup worker`, `qup workspace`, `qup dev`: materialize a study through the Dagster instance and
 print its report."""
 
 import json
@@ -9,12 +9,13 @@ from pathlib import Path
 from qup_assets import memory
 from qup_assets.assets.partitions import sync_families
 from qup_assets.orchestration.daemon import workspace_file
+from qup_assets.orchestration.dev import serve
 from qup_assets.orchestration.instance import InstanceError, check_instance, ensure_dagster_home
 from qup_assets.orchestration.staleness import report_outdated
 from qup_assets.orchestration.study_run import StudyRun
 from qup_assets.storage.namespace import NamespaceError, claim, legacy_layout, legacy_message
 from qup_assets.storage.tables import report_dir, study_store
-from qup_assets.study import Study, load_study, store_root
+from qup_assets.study import REPO_ROOT, STUDIES_DIR, Study, load_study, resolve_study_path, store_root
 
 
 def _namespace_ok(study: Study) -> bool:
@@ -122,9 +123,6 @@ def cmd_workspace(args) -> int:
 def cmd_dev(args) -> int:
     """`dagster dev` on the study: every study of data/studies when it is one of them (workspace.yaml), else a
     one-location workspace for its file; supervised so that Ctrl-C stops everything it started."""
-    from qup_assets.orchestration.dev import serve
-    from qup_assets.study import REPO_ROOT, STUDIES_DIR, resolve_study_path
-
     path = resolve_study_path(args.study).resolve()
     study = load_study(str(path))
     home = ensure_dagster_home()

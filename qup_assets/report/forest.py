@@ -93,3 +93,14 @@ def forest_plot(diffs: pd.DataFrame, question: str) -> bytes | None:
     ax.set_title(QUESTIONS[question].title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return png(fig)
+
+
+def comparison(rep, question: str, lines: list[str], image_src) -> list[str]:
+    """A question's Markdown: its forest plot (when drawn), then the sentences of the comparisons that decide and
+    how many do not. `rep` is a render.Report, `image_src(name)` a plot's link."""
+    if not lines:
+        return []
+    plot = QUESTIONS[question].plot
+    shown = plot in rep.plots
+    return [f"![{QUESTIONS[question].title}]({image_src(plot)})" if shown else "",
+            "\n".join(decided(lines)), summary(lines, shown)]

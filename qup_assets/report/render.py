@@ -13,7 +13,7 @@ from qup_assets import variants
 from qup_assets.common import write_json_atomic
 from qup_assets.markdown import markdown_table
 from qup_assets.report.analysis import paper_table
-from qup_assets.report.forest import QUESTIONS, decided, forest_plot, summary
+from qup_assets.report.forest import QUESTIONS, comparison, forest_plot
 from qup_assets.report.plotting import OBJ_MARKERS, png
 from qup_assets.report.sections import (
     exemplars_html,
@@ -262,16 +262,6 @@ def rm_section(rep: Report) -> list[str]:
         dist = rep.reward_distribution.assign(variant=rep.reward_distribution["variant"].map(variants.label))
         parts += ["Score distribution per variant (raw scores, the common problem set):", _md(dist.round(3))]
     return parts
-
-
-def comparison(rep: Report, question: str, lines: list[str], image_src) -> list[str]:
-    """A question's forest plot, then the sentences of the comparisons that decide and how many do not."""
-    if not lines:
-        return []
-    plot = QUESTIONS[question].plot
-    shown = plot in rep.plots
-    return [f"![{QUESTIONS[question].title}]({image_src(plot)})" if shown else "",
-            "\n".join(decided(lines)), summary(lines, shown)]
 
 
 def markdown(rep: Report, image_src) -> str:
