@@ -177,3 +177,23 @@ def test_ctrl_c_ends_a_supervised_server_and_helpers_that_ignore_signals(tmp_pat
     os.killpg(supervisor.pid, signal.SIGINT)
     assert supervisor.wait(15) == 130
     assert not [pid for pid in started if pid in _processes()]
+
+
+def test_only_a_launched_run_worker_volunteers_to_the_oom_killer():
+    """A process that materializes in its own process (this test's) keeps its OOM score: what it starts later (a
+    code server) would inherit it. A run worker (a code server's multiprocessing child) raises its own."""
+    import multiprocessing
+
+    from qup_assets.assets.resources import volunteer_to_oom_killer
+
+    before = _oom_score_adj(os.getpid())
+    assert volunteer_to_oom_killer() is False and _oom_score_adj(os.getpid()) == before
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_volunteer_and_report) == (True, max(before, 800))
+
+
+def _volunteer_and_report():
+    from qup_assets.assets.resources import volunteer_to_oom_killer
+
+    return volunteer_to_oom_killer(), _oom_score_adj(os.getpid())

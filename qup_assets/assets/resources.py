@@ -51,15 +51,34 @@ def set_torch_threads(n: int) -> None:
 RUN_WORKER_OOM_SCORE_ADJ = 800
 
 
-def volunteer_to_oom_killer(adj: int = RUN_WORKER_OOM_SCORE_ADJ) -> None:
-    """Raise this process's OOM score (Linux; raising needs no privilege, and children inherit it). Nothing
-    to do where /proc has no oom_score_adj, or where it is already higher."""
+# The commands that execute one run or one step in a process of their own (`dagster api execute_run`, a run
+# pod's or a step's command). A code server starts its run workers as multiprocessing children (argv is the
+# server's), and the multiprocess executor its steps likewise; those volunteer too. A run materialized in a
+# caller's own process (a notebook, a test's dg.materialize) does not: the caller outlives the run, and what it
+# starts later (a code server) would inherit the score.
+LAUNCHED_COMMANDS = ("execute_run", "execute_step", "resume_run")
+
+
+def launched_worker(argv: list[str] | None = None) -> bool:
+    """Whether this process was started to execute a run or a step (see LAUNCHED_COMMANDS)."""
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None or bool(set(LAUNCHED_COMMANDS) & set(argv or sys.argv))
+
+
+def volunteer_to_oom_killer(adj: int = RUN_WORKER_OOM_SCORE_ADJ, argv: list[str] | None = None) -> bool:
+    """In a launched run worker or step process: raise its OOM score (Linux; raising needs no privilege, and
+    children inherit it). Nothing to do elsewhere, where /proc has no oom_score_adj, or where it is already
+    higher. Returns whether this process is one that volunteers."""
+    if not launched_worker(argv):
+        return False
     path = Path("/proc/self/oom_score_adj")
     try:
         if int(path.read_text()) < adj:
             path.write_text(str(adj))
     except (OSError, ValueError):
         pass
+    return True
 
 
 class StudyResource(dg.ConfigurableResource):

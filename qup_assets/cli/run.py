@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qup_assets import memory
 from qup_assets.assets.partitions import sync_families
+from qup_assets.assets.resources import volunteer_to_oom_killer
 from qup_assets.orchestration.daemon import workspace_file
 from qup_assets.orchestration.dev import serve
 from qup_assets.orchestration.instance import InstanceError, check_instance, ensure_dagster_home
@@ -151,6 +152,7 @@ def cmd_worker(args) -> int:
     except (InstanceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    volunteer_to_oom_killer(argv=["execute_run"])  # it executes the runs: the process to lose when memory runs out
     app.worker_main(["worker", "--loglevel", "INFO", "-Q", instance.run_launcher.default_queue,
                      "--concurrency", str(args.concurrency), "--pool", "threads", "-n", f"{args.name}@%h",
                      "--without-gossip", "--without-mingle"])
