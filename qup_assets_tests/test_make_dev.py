@@ -117,7 +117,7 @@ def test_make_dev_survives_a_killed_run_worker_and_stops_on_ctrl_c(micro_study, 
         pid = worker_pid(instance, first)
         assert pid is not None, log.read_text()[-3000:]
         server = int(proc_stat(pid)[1])  # the code server that started it
-        time.sleep(3)  # into its steps
+        time.sleep(1)  # past its start
         # The OOM killer takes the process with the highest score: a run worker volunteers, its code server does not.
         assert _oom_score_adj(pid) > _oom_score_adj(server) == 0
         os.kill(pid, signal.SIGKILL)

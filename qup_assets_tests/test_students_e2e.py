@@ -266,18 +266,18 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     assert (ms.store / "tables" / "native_eval" / "micro-llama.parquet").is_file()  # its data is kept
     ms.study.write_text(with_llama)
 
-    # Both families' partitions at once, twice over: two qup runs of the same assets (each two family runs
-    # through the queue), two runs outside qup (dagster asset materialize) of another asset, all on one instance
-    # and store, and `qup sql` reading the tables while they are written.
+    # Both families' partitions at once: a qup run (two family runs through the queue) beside a run outside qup
+    # (dagster asset materialize) of another asset of one of the families, on one instance and store, and `qup
+    # sql` reading the tables while they are written. (Two of each took ~60 s more of CI for the same property.)
     env = dict(os.environ, QUP_STUDY=str(ms.study))
     pools_before = instance.event_log_storage.get_concurrency_info("accelerator")
     procs = [subprocess.Popen([sys.executable, "-m", "qup_assets.cli", "run", "--study", str(ms.study), "--force",
                                "--select", "key:native_samples or key:native_rewards"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     procs += [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "qup_assets.definitions",
                                 "--select", "micro/native_adaptation", "--partition", fam], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for fam in ("micro-qwen", "micro-llama")]
+              for fam in ("micro-llama",)]
     sql = [sys.executable, "-m", "qup_assets.cli", "sql",
            "select (select count(*) from native_samples) s, (select count(*) from native_rewards) r"]
     reads = 0
@@ -296,7 +296,7 @@ def test_adding_a_family_materializes_only_its_partition_and_refreshes_the_repor
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0 and "database is locked" not in out, out[-3000:]
-    assert all("== queued micro-qwen" in o and "== queued micro-llama" in o for o in outs[:2])
+    assert "== queued micro-qwen" in outs[0] and "== queued micro-llama" in outs[0]
     # qup run no longer rewrites pool limits: the instance's own, the same for UI runs
     pools_after = instance.event_log_storage.get_concurrency_info("accelerator")
     assert (pools_after.slot_count, pools_after.using_default_limit) == (pools_before.slot_count,
