@@ -21,31 +21,31 @@ def pytest_configure(config):
 
 # The order that keeps two xdist workers busy (`make test`: -n <cores> --dist loadgroup --no-loadscope-reorder): one test
 # that builds the shared micro study first, the tests that do not need it while it builds, then the tests
-# that do; within each, the longest first (seconds from CI's --durations, 2026-12-05, b47a0a5), so that what is left for
+# that do; within each, the longest first (seconds from CI's --durations, 2026-12-05, mean of ce14e1d and 2c976d5), so that what is left for
 # the last minutes is short tests on both workers rather than one long test on one (measured: one worker idle for
 # the last 67 s when the order went by module).
 BUILDS_MICRO = "test_students_e2e.py::test_micro_study_end_to_end_and_cached_rerun"
 SECONDS = {
-    "test_family_runs_spread_over_two_celery_workers_and_survive_a_killed_worker": 212,
-    "test_adding_a_family_materializes_only_its_partition_and_refreshes_the_report": 201,
-    "test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report": 157,
-    "test_two_studies_writing_at_the_same_time": 118,
-    "test_micro_study_end_to_end_and_cached_rerun": 91,
-    "test_missing_pieces_fail_clearly_and_recover_once_fixed": 89,
-    "test_openai_completions_and_chat": 65,
-    "test_sigkill_during_training_reuses_finished_checkpoints": 63,
-    "test_sigkill_during_sampling_resumes_from_finished_work": 59,
-    "test_checkpoints_asset_trains_on_two_processes_with_accelerate": 56,
-    "test_ui_shows_lineage_and_the_report_in_a_browser": 54,
-    "test_sigkill_during_an_oracle_pass_resumes_from_cached_rewrites": 52,
-    "test_rebuilding_the_micro_student_gives_what_is_shipped": 45,
-    "test_make_dev_survives_a_killed_run_worker_and_stops_on_ctrl_c": 45,
-    "test_llm_oracle_through_a_real_vllm_server_in_the_study": 27,
-    "test_ctrl_c_cancels_the_runs_qup_run_launched": 23,
-    "test_a_failing_family_fails_the_parallel_run_and_the_other_family_still_finishes": 22,
-    "test_an_empty_common_set_stops_the_run_at_common_problems_with_the_reasons": 21,
-    "test_an_oracle_server_that_goes_away_fails_the_asset_and_a_rerun_reuses_what_was_done": 18,
-    "test_a_copied_store_uses_its_own_models": 17,
+    "test_family_runs_spread_over_two_celery_workers_and_survive_a_killed_worker": 228,
+    "test_adding_a_family_materializes_only_its_partition_and_refreshes_the_report": 171,
+    "test_a_backfill_launched_from_the_ui_adds_a_family_and_refreshes_the_report": 159,
+    "test_two_studies_writing_at_the_same_time": 122,
+    "test_missing_pieces_fail_clearly_and_recover_once_fixed": 97,
+    "test_micro_study_end_to_end_and_cached_rerun": 90,
+    "test_sigkill_during_training_reuses_finished_checkpoints": 69,
+    "test_sigkill_during_sampling_resumes_from_finished_work": 64,
+    "test_ui_shows_lineage_and_the_report_in_a_browser": 61,
+    "test_openai_completions_and_chat": 56,
+    "test_sigkill_during_an_oracle_pass_resumes_from_cached_rewrites": 53,
+    "test_make_dev_survives_a_killed_run_worker_and_stops_on_ctrl_c": 47,
+    "test_checkpoints_asset_trains_on_two_processes_with_accelerate": 44,
+    "test_rebuilding_the_micro_student_gives_what_is_shipped": 44,
+    "test_llm_oracle_through_a_real_vllm_server_in_the_study": 32,
+    "test_a_failing_family_fails_the_parallel_run_and_the_other_family_still_finishes": 26,
+    "test_an_empty_common_set_stops_the_run_at_common_problems_with_the_reasons": 23,
+    "test_a_student_that_never_gives_an_answer_fails_native_traces_with_what_it_wrote": 22,
+    "test_ctrl_c_cancels_the_runs_qup_run_launched": 19,
+    "test_the_first_study_run_after_the_second_changes_none_of_its_bytes": 19,
 }
 
 
