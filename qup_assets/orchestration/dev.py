@@ -17,6 +17,8 @@ import subprocess
 import time
 from typing import Sequence
 
+from qup_assets.orchestration.launcher import proc_stat
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -43,14 +45,8 @@ def group_alive(pgid: int) -> bool:
         except (ProcessLookupError, PermissionError):
             return False
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
 
